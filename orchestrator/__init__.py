@@ -1,0 +1,87 @@
+"""orchestrator: run operational procedures as journaled, resumable state machines.
+
+The engine (this package) knows nothing of sessions: workflows plug in through the
+``orchestrator.workflows`` entry point group. Public names are re-exported here only.
+"""
+
+from __future__ import annotations
+
+from ._clock import RandomIds as RandomIds
+from ._clock import SystemClock as SystemClock
+from ._context import StepContext as StepContext
+from ._journal.file import FileJournal as FileJournal
+from ._journal.history import RunHistory as RunHistory
+from ._journal.memory import MemoryJournal as MemoryJournal
+from ._journal.records import EffectApplied as EffectApplied
+from ._journal.records import EffectPlanned as EffectPlanned
+from ._journal.records import ErrorInfo as ErrorInfo
+from ._journal.records import Record as Record
+from ._journal.records import RunFinished as RunFinished
+from ._journal.records import RunResumed as RunResumed
+from ._journal.records import RunStarted as RunStarted
+from ._journal.records import StepFinished as StepFinished
+from ._journal.records import StepStarted as StepStarted
+from ._machine import Decision as Decision
+from ._machine import DecisionTable as DecisionTable
+from ._ports import Clock as Clock
+from ._ports import IdFactory as IdFactory
+from ._ports import Journal as Journal
+from ._registry import WorkflowPlugin as WorkflowPlugin
+from ._registry import load_plugins as load_plugins
+from ._runner import Engine as Engine
+from ._runner import RecoveryReport as RecoveryReport
+from ._runner import RunHandle as RunHandle
+from ._runner import RunResult as RunResult
+from ._runner import open_engine as open_engine
+from ._spec import OUTCOMES as OUTCOMES
+from ._spec import SUCCEED as SUCCEED
+from ._spec import Fail as Fail
+from ._spec import Outcome as Outcome
+from ._spec import Retry as Retry
+from ._spec import State as State
+from ._spec import Succeed as Succeed
+from ._spec import WorkflowSpec as WorkflowSpec
+from ._spec import fail as fail
+from ._spec import retry as retry
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "OUTCOMES",
+    "SUCCEED",
+    "Clock",
+    "Decision",
+    "DecisionTable",
+    "EffectApplied",
+    "EffectPlanned",
+    "Engine",
+    "ErrorInfo",
+    "Fail",
+    "FileJournal",
+    "IdFactory",
+    "Journal",
+    "MemoryJournal",
+    "Outcome",
+    "RandomIds",
+    "Record",
+    "RecoveryReport",
+    "Retry",
+    "RunFinished",
+    "RunHandle",
+    "RunHistory",
+    "RunResult",
+    "RunResumed",
+    "RunStarted",
+    "State",
+    "StepContext",
+    "StepFinished",
+    "StepStarted",
+    "Succeed",
+    "SystemClock",
+    "WorkflowPlugin",
+    "WorkflowSpec",
+    "fail",
+    "load_plugins",
+    "open_engine",
+    "retry",
+)

@@ -1,0 +1,157 @@
+"""Every file operation of the journal and the local adapters goes through this module.
+
+One small seam, so tests can swap the operations for a simulated file system (power loss,
+I/O errors) and so the durability rules live in one place:
+
+- a file the tool rewrites is replaced atomically: temp file, fsync, ``os.replace``, fsync
+  the directory (``atomic_write``);
+- a new file or directory is fsynced into its parent;
+- files are created ``0600`` and directories ``0700`` whatever the umask;
+- a path built from outside data never leaves its base directory (``safe_join``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from ._failpoints import failpoint
+
+__all__ = (
+    "DIR_MODE",
+    "FILE_MODE",
+    "FileOps",
+    "atomic_write",
+    "ensure_dir",
+    "get_ops",
+    "safe_join",
+    "set_ops",
+)
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+
+
+class FileOps:
+    """The primitive operations, each a thin wrapper over ``os``."""
+
+    def open(self, path: Path, flags: int, mode: int = FILE_MODE) -> int:
+        fd = os.open(path, flags | os.O_CLOEXEC, mode)
+        if flags & os.O_CREAT:
+            # The umask may have taken bits away or (umask 000) left more than asked.
+            os.fchmod(fd, mode)
+        return fd
+
+    def write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def truncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def read(self, path: Path) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def read_from(self, path: Path, offset: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def replace(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+
+    def rename_noreplace(self, src: Path, dst: Path) -> None:
+        """Rename that fails with FileExistsError instead of overwriting ``dst``."""
+        os.link(src, dst)
+        os.unlink(src)
+
+    def unlink(self, path: Path) -> None:
+        os.unlink(path)
+
+    def mkdir(self, path: Path, mode: int = DIR_MODE) -> None:
+        os.mkdir(path, mode)
+        os.chmod(path, mode)
+
+    def fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_ops: FileOps = FileOps()
+
+
+def get_ops() -> FileOps:
+    return _ops
+
+
+def set_ops(ops: FileOps) -> FileOps:
+    """Swap the operations (tests: a simulated file system); returns the previous ones."""
+    global _ops
+    previous, _ops = _ops, ops
+    return previous
+
+
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` and missing parents (0700), each fsynced into its parent."""
+    if path.is_dir():
+        return
+    ensure_dir(path.parent)
+    try:
+        _ops.mkdir(path)
+    except FileExistsError:
+        return
+    _ops.fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, *, point: str = "atomic_write") -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new bytes, never a mix."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = _ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        _ops.write(fd, data)
+        failpoint(f"{point}.temp_written")
+        _ops.fsync(fd)
+    except BaseException:
+        _ops.close(fd)
+        _unlink_quietly(temp)
+        raise
+    _ops.close(fd)
+    failpoint(f"{point}.temp_synced")
+    _ops.replace(temp, path)
+    failpoint(f"{point}.replaced")
+    _ops.fsync_dir(path.parent)
+    failpoint(f"{point}.dir_synced")
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        _ops.unlink(path)
+    except OSError:
+        pass
+
+
+def safe_join(base: Path, name: str) -> Path:
+    """``base / name`` for a single path component ``name``; ValueError if it could escape."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.sep in name
+    ):
+        raise ValueError(f"{name!r} is not a plain file name")
+    return base / name

@@ -1,0 +1,1 @@
+"""Journal backends and record types."""

@@ -1,0 +1,266 @@
+"""The file journal: one append-only file per writing process, in one directory.
+
+Each process that appends creates its own ``*.jrnl`` file (so processes never interleave
+bytes in one file, and a torn tail belongs to exactly one dead writer) and holds an flock on
+it while it lives. A run's records may span files (a run resumed by another process); they
+are merged by ``seq``.
+
+Durability: every append is written to the file at once (so it survives the process being
+killed); a durable append also waits for an fsync. Concurrent durable appends share one fsync
+(group commit). A failed write or fsync stops the whole journal instance: an fsync error is
+never retried on the same descriptor, since the kernel may have dropped the dirty pages.
+
+Reading repairs only what a crash leaves: the torn tail of a file whose writer is dead is cut
+and kept aside as ``<file>.<offset>.broken``. Damage followed by valid records raises
+``JournalCorrupt``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import anyio
+
+from .._failpoints import failpoint
+from .._fs import atomic_write, ensure_dir, get_ops
+from ..errors import JournalUnavailable
+from .framing import HEADER_SIZE, Damage, decode_header, encode_frame, make_header, scan_frames
+from .history import RunHistory, RunIndex
+from .keylocks import FileKeyLocks
+from .records import Record
+
+__all__ = ("FileJournal",)
+
+SUFFIX = ".jrnl"
+
+
+class FileJournal:
+    """See the module docstring. Open it with ``await FileJournal.open(directory)``."""
+
+    def __init__(self, directory: Path, *, lock_timeout: float = 120.0, repair: bool = True):
+        self.directory = Path(directory)
+        self.repair = repair
+        #: fsyncs of journal files done by this instance (the benchmark reports them).
+        self.syncs = 0
+        #: Damaged tails seen while reading: (file, damage, cut?).
+        self.damage: list[tuple[Path, Damage, bool]] = []
+        self._index = RunIndex()
+        self._locks = FileKeyLocks(self.directory / "locks", timeout=lock_timeout)
+        self._read_upto: dict[Path, int] = {}
+        self._salts: dict[Path, bytes] = {}
+        self._path: Path | None = None
+        self._fd: int | None = None
+        self._salt = b""
+        self._written = 0
+        self._synced = 0
+        self._syncing: anyio.Event | None = None
+        self._failed: JournalUnavailable | None = None
+
+    @classmethod
+    async def open(
+        cls, directory: Path | str, *, lock_timeout: float = 120.0, repair: bool = True
+    ) -> FileJournal:
+        journal = cls(Path(directory), lock_timeout=lock_timeout, repair=repair)
+        await journal.refresh()
+        return journal
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        touched: set[RunHistory] = set()
+        for path in self._journal_files():
+            touched.update(self._read_file(path))
+        for history in touched:
+            history.settle()
+
+    def _journal_files(self) -> list[Path]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise JournalUnavailable(self.directory, exc.strerror or str(exc)) from exc
+        return [
+            self.directory / n for n in names if n.endswith(SUFFIX) and not n.startswith(".")
+        ]
+
+    def _read_file(self, path: Path) -> list[RunHistory]:
+        if path == self._path:
+            return []
+        upto = self._read_upto.get(path, 0)
+        try:
+            if upto and path.stat().st_size == upto:
+                return []
+            data = get_ops().read(path)
+        except OSError as exc:
+            raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+        salt = self._salts.get(path) or decode_header(data, path)
+        if salt is None:
+            self._torn_header(path, data)
+            return []
+        self._salts[path] = salt
+        scan = scan_frames(data, salt, path, start=max(upto, HEADER_SIZE))
+        if scan.damage is not None:
+            self._damaged_tail(path, data, scan.damage)
+        self._read_upto[path] = scan.end
+        return [self._index.add(record, path) for _offset, record in scan.records]
+
+    def _damaged_tail(self, path: Path, data: bytes, damage: Damage) -> None:
+        # A live writer may be in the middle of a write: what looks torn is just not there
+        # yet. Only a dead writer's tail is damage.
+        fd = _lock_if_dead(path)
+        if fd is None:
+            return
+        try:
+            cut = False
+            if self.repair:
+                broken = path.with_name(f"{path.name}.{damage.offset}.broken")
+                atomic_write(broken, data[damage.offset :], point="journal.tail_saved")
+                get_ops().truncate(fd, damage.offset)
+                get_ops().fsync(fd)
+                failpoint("journal.tail_cut")
+                cut = True
+            self.damage.append((path, damage, cut))
+        finally:
+            get_ops().close(fd)
+
+    def _torn_header(self, path: Path, data: bytes) -> None:
+        fd = _lock_if_dead(path)
+        if fd is None:
+            return
+        try:
+            self.damage.append((path, Damage(0, "incomplete file header"), self.repair))
+            if self.repair:
+                get_ops().replace(path, path.with_name(path.name + ".0.broken"))
+                get_ops().fsync_dir(path.parent)
+        finally:
+            get_ops().close(fd)
+
+    # -- the index -----------------------------------------------------------------------
+
+    def history(self, run_id: str) -> RunHistory | None:
+        return self._index.get(run_id)
+
+    def runs(self) -> Iterable[RunHistory]:
+        return iter(self._index)
+
+    def unfinished(self, key: str | None = None) -> list[RunHistory]:
+        return self._index.unfinished(key)
+
+    def lock_key(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(key)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def append(self, record: Record, *, durable: bool = False) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._failed is not None:
+                raise self._failed
+            if self._fd is None:
+                self._create_file()
+            assert self._fd is not None
+            frame = encode_frame(record, self._salt)
+            try:
+                get_ops().write(self._fd, frame)
+            except OSError as exc:
+                raise self._fail("write", exc) from exc
+            self._written += len(frame)
+            self._index.add(record, self._path)
+            if durable:
+                await self._sync_to(self._written)
+
+    async def sync(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._failed is not None:
+                raise self._failed
+            await self._sync_to(self._written)
+
+    async def _sync_to(self, target: int) -> None:
+        # Group commit: one fsync covers every byte written before it started; whoever
+        # arrives while one runs waits for it, then checks whether it covered them.
+        while self._synced < target:
+            if self._syncing is not None:
+                await self._syncing.wait()
+                if self._failed is not None:
+                    raise self._failed
+                continue
+            self._syncing = event = anyio.Event()
+            upto = self._written
+            try:
+                await anyio.to_thread.run_sync(get_ops().fsync, self._fd)
+            except OSError as exc:
+                raise self._fail("fsync", exc) from exc
+            finally:
+                self._syncing = None
+                event.set()
+            self.syncs += 1
+            self._synced = upto
+
+    def _fail(self, what: str, exc: OSError) -> JournalUnavailable:
+        self._failed = JournalUnavailable(
+            self._path or self.directory,
+            f"{what} failed: {exc.strerror or exc}",
+            hint="this journal accepts no more records; fix the cause, then run "
+            "'orchestrator recover' to resume the interrupted runs",
+        )
+        return self._failed
+
+    def _create_file(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        path, temp = self.directory / name, self.directory / f".{name}.tmp"
+        ops = get_ops()
+        try:
+            ensure_dir(self.directory)
+            fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
+            # Readers take this lock to tell a live writer from a dead one.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            header, self._salt = make_header()
+            ops.write(fd, header)
+            ops.fsync(fd)
+            # Readers only look at *.jrnl, so they never see a file without its header.
+            ops.replace(temp, path)
+            ops.fsync_dir(self.directory)
+        except OSError as exc:
+            raise JournalUnavailable(
+                exc.filename or self.directory, exc.strerror or str(exc)
+            ) from exc
+        failpoint("journal.file_created")
+        self._fd, self._path = fd, path
+        self._written = self._synced = HEADER_SIZE
+
+    async def aclose(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if self._failed is None:
+                await self.sync()
+        finally:
+            get_ops().close(self._fd)
+            self._fd = None
+
+
+def _lock_if_dead(path: Path) -> int | None:
+    """An fd holding ``path``'s flock if its writer is gone; None if a writer holds it."""
+    try:
+        fd = get_ops().open(path, os.O_RDWR)
+    except OSError as exc:
+        raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        get_ops().close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+    return fd
+
+
+

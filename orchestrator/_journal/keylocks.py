@@ -1,0 +1,103 @@
+"""Per-key exclusion: an anyio lock per key in this process, and an flock across processes."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from .._fs import ensure_dir, get_ops
+from ..errors import JournalUnavailable, KeyBusy
+
+__all__ = ("FileKeyLocks", "LocalKeyLocks")
+
+
+class LocalKeyLocks:
+    """One lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = anyio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class FileKeyLocks:
+    """``LocalKeyLocks`` plus an flock on ``<directory>/<sha256(key)>.lock``.
+
+    The kernel drops an flock when its process dies, so a crashed holder never leaves a key
+    locked. The file name is a hash: a key never becomes a path.
+    """
+
+    def __init__(self, directory: Path, *, timeout: float = 120.0) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self._local = LocalKeyLocks()
+
+    def path_for(self, key: str) -> Path:
+        return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        async with self._local.hold(key):
+            fd = await self._acquire(key)
+            try:
+                yield
+            finally:
+                get_ops().close(fd)
+
+    async def _acquire(self, key: str) -> int:
+        path = self.path_for(key)
+        try:
+            ensure_dir(self.directory)
+            fd = get_ops().open(path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+        delay, waited = 0.001, 0.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    get_ops().close(fd)
+                    raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+            if waited >= self.timeout:
+                holder = _read_holder(fd)
+                get_ops().close(fd)
+                raise KeyBusy(key, self.timeout, holder)
+            # Polling, not a blocking flock in a thread: a thread stuck in flock cannot be
+            # cancelled, and this wait must end when the caller is cancelled.
+            await anyio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        return fd
+
+
+def _read_holder(fd: int) -> str | None:
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        return None
+    return text or None

@@ -1,0 +1,62 @@
+"""The small interfaces the engine depends on. Adapters live one per module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from ._journal.history import RunHistory
+from ._journal.records import Record
+
+__all__ = ("Clock", "IdFactory", "Journal")
+
+
+class Clock(Protocol):
+    """Time, injected so tests control it."""
+
+    def now(self) -> float:
+        """Wall-clock time, seconds since the epoch (UTC): what records carry."""
+        ...
+
+    def monotonic(self) -> float:
+        """A clock for durations."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait (retry backoff)."""
+        ...
+
+
+class IdFactory(Protocol):
+    def new_run_id(self) -> str: ...
+
+
+class Journal(Protocol):
+    """Append-only storage of run records, with an index of runs and per-key exclusion.
+
+    ``append(record, durable=True)`` returns once the record (and everything appended before
+    it) survives power loss; ``durable=False`` only promises it survives the process dying.
+    """
+
+    async def append(self, record: Record, *, durable: bool = False) -> None: ...
+
+    async def sync(self) -> None:
+        """Make everything appended so far durable."""
+        ...
+
+    def history(self, run_id: str) -> RunHistory | None: ...
+
+    def runs(self) -> Iterable[RunHistory]: ...
+
+    def unfinished(self, key: str | None = None) -> list[RunHistory]: ...
+
+    async def refresh(self) -> None:
+        """Read what other processes appended since the last look."""
+        ...
+
+    def lock_key(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``key`` exclusively (in this process and, where supported, across processes)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,241 @@
+"""The command line: ``orchestrator COMMAND ...`` (DESIGN §7 is the contract).
+
+Generic commands live here (``run``, ``recover``, ``workflows``, ``journal show``); workflow
+packages add theirs (``demo``, ``reset``, ``delete``) through their plugin. Exit codes: 0
+success; 1 the workflow ended ``failed``; 2 bad usage or bad input; 3 journal corruption or a
+refused resume. ``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import orjson
+
+from ._journal.file import FileJournal
+from ._registry import Command, WorkflowPlugin, load_plugins
+from ._runner import Engine, RecoveryReport, RunResult, open_engine
+from ._spec import OUTCOMES, Outcome
+from .errors import OrchestratorError, UsageError
+
+__all__ = (
+    "add_common_options",
+    "emit_json",
+    "journal_dir",
+    "main",
+    "open_state_engine",
+    "parse_injections",
+    "print_history",
+    "print_run",
+)
+
+DEFAULT_STATE_DIR = Path("state")
+
+
+def journal_dir(state_dir: Path) -> Path:
+    """Where the orchestrator keeps its journal inside a state directory."""
+    return state_dir / "orchestrator" / "journal"
+
+
+@asynccontextmanager
+async def open_state_engine(
+    state_dir: Path, plugins: Sequence[WorkflowPlugin] | None = None
+) -> AsyncIterator[Engine]:
+    """An engine on the file journal of ``state_dir`` with every plugin's workflows."""
+    plugins = load_plugins() if plugins is None else plugins
+    journal = await FileJournal.open(journal_dir(state_dir))
+    async with open_engine(journal) as engine:
+        for plugin in plugins:
+            deps = plugin.deps(state_dir)
+            for spec in plugin.specs():
+                engine.register(spec, deps)
+        yield engine
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="the state directory (journal under DIR/orchestrator/; default: ./state)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout"
+    )
+
+
+def parse_injections(items: Sequence[str]) -> dict[str, Outcome]:
+    """``["acp_cancel=timeout", ...]`` -> ``{"acp_cancel": "timeout"}``."""
+    forced: dict[str, Outcome] = {}
+    for item in items:
+        state, sep, outcome = item.partition("=")
+        if not sep or not state or outcome not in OUTCOMES:
+            raise UsageError(
+                f"--inject {item!r}: expected STEP=OUTCOME with OUTCOME one of "
+                f"{', '.join(OUTCOMES)} (e.g. --inject acp_cancel=timeout)"
+            )
+        forced[state] = outcome  # type: ignore[assignment]
+    return forced
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document, default=_to_builtins) + b"\n")
+    sys.stdout.flush()
+
+
+def _to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+def print_run(result: RunResult) -> None:
+    """One human line for a run's end."""
+    if result.ok:
+        print(f"run {result.run_id} ({result.workflow} {result.key}): succeeded")
+    else:
+        detail = f" {result.code}" if result.code else ""
+        print(
+            f"run {result.run_id} ({result.workflow} {result.key}): {result.status}{detail} "
+            f"at {result.state}: {result.message}"
+        )
+
+
+def run_exit_code(result: RunResult) -> int:
+    return 0 if result.ok else 1
+
+
+# -- generic commands ----------------------------------------------------------------------
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        payload = orjson.loads(args.input) if args.input is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    force = parse_injections(args.inject)
+    async with open_state_engine(args.state_dir) as engine:
+        result = await engine.run(
+            args.workflow, args.key, payload, requested_by="cli:run", force=force
+        )
+    if args.json:
+        emit_json({"ok": result.ok, **msgspec.to_builtins(result)})
+    else:
+        print_run(result)
+    return run_exit_code(result)
+
+
+async def _cmd_recover(args: argparse.Namespace) -> int:
+    async with open_state_engine(args.state_dir) as engine:
+        report = await engine.recover(requested_by="cli:recover")
+    if args.json:
+        emit_json(report)
+    else:
+        _print_recovery(report)
+    return 3 if report.refused else 0
+
+
+def _print_recovery(report: RecoveryReport) -> None:
+    if not report.resumed and not report.refused:
+        print("nothing to recover: every run in the journal has finished")
+    for result in report.resumed:
+        print_run(result)
+    for reason in report.refused:
+        print(f"refused: {reason}")
+
+
+async def _cmd_workflows(args: argparse.Namespace) -> int:
+    rows = [
+        {"name": s.name, "fingerprint": s.fingerprint, "states": [st.name for st in s.states]}
+        for plugin in load_plugins()
+        for s in plugin.specs()
+    ]
+    if args.json:
+        emit_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['name']} {row['fingerprint']}: {' -> '.join(row['states'])}")
+    return 0
+
+
+def print_history(records: Sequence[Any]) -> None:
+    """Records of one run, one line each."""
+    for record in records:
+        fields = msgspec.to_builtins(record)
+        kind = fields.pop("record")
+        run_id, seq = fields.pop("run_id"), fields.pop("seq")
+        fields.pop("at")
+        if "duration" in fields:
+            fields["duration"] = f"{fields['duration'] * 1000:.1f}ms"
+        detail = " ".join(f"{k}={_short(v)}" for k, v in fields.items())
+        print(f"  {run_id} #{seq:<3} {kind:<15} {detail}")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _builtin_commands() -> list[Command]:
+    def configure_run(p: argparse.ArgumentParser) -> None:
+        p.add_argument("workflow", help="the workflow's name (see 'orchestrator workflows')")
+        p.add_argument("key", help="the key the run works on (runs of one key never overlap)")
+        p.add_argument("--input", metavar="JSON", help="the run's input, a JSON document")
+        p.add_argument(
+            "--inject", action="append", default=[], metavar="STEP=OUTCOME",
+            help="force a step's outcome (ok, timeout, error) without running it; repeatable",
+        )
+        add_common_options(p)
+
+    return [
+        Command("run", "run a workflow on a key", configure_run, _cmd_run),
+        Command(
+            "recover", "resume every interrupted run in the journal", add_common_options,
+            _cmd_recover,
+            description="Resume every run the journal shows unfinished (after a crash or a "
+            "kill), each from where it stopped. Exit 3 if a run cannot be resumed safely.",
+        ),
+        Command("workflows", "list the registered workflows", add_common_options, _cmd_workflows),
+    ]
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Run operational procedures as journaled, resumable state machines.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        p = sub.add_parser(
+            command.name, help=command.help, description=command.description or command.help
+        )
+        command.configure(p)
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        plugins = load_plugins()
+        commands = _builtin_commands() + [c for p in plugins for c in p.commands()]
+        args = build_parser(commands).parse_args(argv)
+        backend = os.environ.get("ORCHESTRATOR_BACKEND", "asyncio")
+        code: int = anyio.run(args.handler, args, backend=backend)
+        return code
+    except OrchestratorError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orchestrator: interrupted; run 'orchestrator recover' to finish", file=sys.stderr)
+        return 130
