@@ -4,11 +4,18 @@ The engine (this package) knows nothing of sessions: workflows plug in through t
 ``orchestrator.workflows`` entry point group. Public names are re-exported here only.
 """
 
-from __future__ import annotations
-
 from ._clock import RandomIds as RandomIds
 from ._clock import SystemClock as SystemClock
 from ._context import StepContext as StepContext
+from ._failpoints import ENV_CRASH_AT as ENV_CRASH_AT
+from ._failpoints import ENV_CRASH_TRACE as ENV_CRASH_TRACE
+from ._failpoints import failpoint as failpoint
+from ._fs import FileOps as FileOps
+from ._fs import atomic_write as atomic_write
+from ._fs import ensure_dir as ensure_dir
+from ._fs import file_ops as file_ops
+from ._fs import safe_join as safe_join
+from ._fs import set_file_ops as set_file_ops
 from ._journal.file import FileJournal as FileJournal
 from ._journal.history import RunHistory as RunHistory
 from ._journal.memory import MemoryJournal as MemoryJournal
@@ -26,6 +33,7 @@ from ._machine import DecisionTable as DecisionTable
 from ._ports import Clock as Clock
 from ._ports import IdFactory as IdFactory
 from ._ports import Journal as Journal
+from ._registry import Command as Command
 from ._registry import WorkflowPlugin as WorkflowPlugin
 from ._registry import load_plugins as load_plugins
 from ._runner import Engine as Engine
@@ -47,9 +55,12 @@ from ._spec import retry as retry
 __version__ = "0.1.0"
 
 __all__ = (
+    "ENV_CRASH_AT",
+    "ENV_CRASH_TRACE",
     "OUTCOMES",
     "SUCCEED",
     "Clock",
+    "Command",
     "Decision",
     "DecisionTable",
     "EffectApplied",
@@ -58,6 +69,7 @@ __all__ = (
     "ErrorInfo",
     "Fail",
     "FileJournal",
+    "FileOps",
     "IdFactory",
     "Journal",
     "MemoryJournal",
@@ -80,8 +92,14 @@ __all__ = (
     "SystemClock",
     "WorkflowPlugin",
     "WorkflowSpec",
+    "atomic_write",
+    "ensure_dir",
     "fail",
+    "failpoint",
+    "file_ops",
     "load_plugins",
     "open_engine",
     "retry",
+    "safe_join",
+    "set_file_ops",
 )

@@ -29,11 +29,11 @@ class StepContext:
     """
 
     __slots__ = (
+        "_applied",
         "_clock",
         "_journal",
         "_next_seq",
         "_plans",
-        "_applied",
         "attempt",
         "deps",
         "input",

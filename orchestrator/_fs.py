@@ -12,6 +12,7 @@ I/O errors) and so the durability rules live in one place:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -25,9 +26,9 @@ __all__ = (
     "FileOps",
     "atomic_write",
     "ensure_dir",
-    "get_ops",
+    "file_ops",
     "safe_join",
-    "set_ops",
+    "set_file_ops",
 )
 
 FILE_MODE: Final = 0o600
@@ -93,11 +94,11 @@ class FileOps:
 _ops: FileOps = FileOps()
 
 
-def get_ops() -> FileOps:
+def file_ops() -> FileOps:
     return _ops
 
 
-def set_ops(ops: FileOps) -> FileOps:
+def set_file_ops(ops: FileOps) -> FileOps:
     """Swap the operations (tests: a simulated file system); returns the previous ones."""
     global _ops
     previous, _ops = _ops, ops
@@ -137,10 +138,8 @@ def atomic_write(path: Path, data: bytes, *, point: str = "atomic_write") -> Non
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         _ops.unlink(path)
-    except OSError:
-        pass
 
 
 def safe_join(base: Path, name: str) -> Path:

@@ -61,7 +61,9 @@ class DecisionTable:
             for outcome in OUTCOMES:
                 transitions = self.machine.events[outcome].transitions[state.name]
                 retry = self._retry_of(state.name, outcome) if len(transitions) == 2 else None
-                table[state.name, outcome] = _decision(transitions[-1].dest, retry, state.on)
+                dest = transitions[-1].dest
+                assert dest is not None  # every transition was added with a destination
+                table[state.name, outcome] = _decision(dest, retry, state.on)
         return table
 
     def _retry_of(self, state: str, outcome: str) -> Retry:

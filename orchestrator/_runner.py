@@ -175,18 +175,25 @@ class Engine:
                     await self._resume(history, f"before new run {run_id}")
                 if run_id in self._cancel_requested:
                     return RunResult(
-                        run_id=run_id, workflow=workflow, key=key, status="cancelled",
+                        run_id=run_id,
+                        workflow=workflow,
+                        key=key,
+                        status="cancelled",
                         message="cancelled before it started",
                     )
-                run = _Run(
-                    spec, table, deps, 0, run_id, key, input, requested_by, forced
-                )
+                run = _Run(spec, table, deps, 0, run_id, key, input, requested_by, forced)
                 self._active[run_id] = run
                 await self.journal.append(
                     RunStarted(
-                        run_id=run_id, seq=run.next_seq(), at=self.clock.now(),
-                        workflow=spec.name, fingerprint=spec.fingerprint, key=key,
-                        input=input, requested_by=requested_by, forced=dict(forced),
+                        run_id=run_id,
+                        seq=run.next_seq(),
+                        at=self.clock.now(),
+                        workflow=spec.name,
+                        fingerprint=spec.fingerprint,
+                        key=key,
+                        input=input,
+                        requested_by=requested_by,
+                        forced=dict(forced),
                     )
                 )
                 failpoint("run_started")
@@ -214,7 +221,11 @@ class Engine:
         async def _run() -> None:
             try:
                 handle._result = await self.run(
-                    workflow, key, input, requested_by=requested_by, force=force,
+                    workflow,
+                    key,
+                    input,
+                    requested_by=requested_by,
+                    force=force,
                     run_id=handle.run_id,
                 )
             except Exception as exc:
@@ -264,16 +275,28 @@ class Engine:
         assert entry is not None
         spec, table, deps = entry
         run = _Run(
-            spec, table, deps, history.next_seq, history.run_id, started.key, started.input,
-            started.requested_by, _check_forced(spec, started.forced),
-            plans=history.plans(), applied=history.applied(), results=history.results(),
+            spec,
+            table,
+            deps,
+            history.next_seq,
+            history.run_id,
+            started.key,
+            started.input,
+            started.requested_by,
+            _check_forced(spec, started.forced),
+            plans=history.plans(),
+            applied=history.applied(),
+            results=history.results(),
         )
         self._active[run.run_id] = run
         try:
             await self.journal.append(
                 RunResumed(
-                    run_id=run.run_id, seq=run.next_seq(), at=self.clock.now(),
-                    fingerprint=spec.fingerprint, requested_by=requested_by,
+                    run_id=run.run_id,
+                    seq=run.next_seq(),
+                    at=self.clock.now(),
+                    fingerprint=spec.fingerprint,
+                    requested_by=requested_by,
                 )
             )
             failpoint("run_resumed")
@@ -307,7 +330,10 @@ class Engine:
         journal, name = self.journal, state.name
         await journal.append(
             StepStarted(
-                run_id=run.run_id, seq=run.next_seq(), at=self.clock.now(), step=name,
+                run_id=run.run_id,
+                seq=run.next_seq(),
+                at=self.clock.now(),
+                step=name,
                 attempt=attempt,
             )
         )
@@ -328,13 +354,26 @@ class Engine:
         return outcome
 
     async def _record_finish(
-        self, run: _Run, state: State, attempt: int, outcome: Outcome, result: Any,
-        error: ErrorInfo | None, began: float,
+        self,
+        run: _Run,
+        state: State,
+        attempt: int,
+        outcome: Outcome,
+        result: Any,
+        error: ErrorInfo | None,
+        began: float,
     ) -> None:
         record = StepFinished(
-            run_id=run.run_id, seq=run.history_seq, at=self.clock.now(), step=state.name,
-            attempt=attempt, outcome=outcome, duration=self.clock.monotonic() - began,
-            result=result, error=error, forced=state.name in run.forced,
+            run_id=run.run_id,
+            seq=run.history_seq,
+            at=self.clock.now(),
+            step=state.name,
+            attempt=attempt,
+            outcome=outcome,
+            duration=self.clock.monotonic() - began,
+            result=result,
+            error=error,
+            forced=state.name in run.forced,
         )
         await self.journal.append(record, durable=state.effect)
 
@@ -346,10 +385,20 @@ class Engine:
             error = ErrorInfo("InjectedFault", f"outcome forced to {forced}")
             return forced, None, (error if forced == "error" else None)
         ctx = StepContext(
-            workflow=run.spec.name, run_id=run.run_id, key=run.key, input=run.input,
-            requested_by=run.requested_by, state=state.name, attempt=attempt, deps=run.deps,
-            results=run.results, plans=run.plans, applied=run.applied, journal=self.journal,
-            clock=self.clock, next_seq=run.next_seq,
+            workflow=run.spec.name,
+            run_id=run.run_id,
+            key=run.key,
+            input=run.input,
+            requested_by=run.requested_by,
+            state=state.name,
+            attempt=attempt,
+            deps=run.deps,
+            results=run.results,
+            plans=run.plans,
+            applied=run.applied,
+            journal=self.journal,
+            clock=self.clock,
+            next_seq=run.next_seq,
         )
         try:
             with anyio.move_on_after(state.timeout) as scope:
@@ -364,15 +413,26 @@ class Engine:
     ) -> RunResult:
         await self.journal.append(
             RunFinished(
-                run_id=run.run_id, seq=run.next_seq(), at=self.clock.now(), status=status,
-                step=state, code=code, message=message,
+                run_id=run.run_id,
+                seq=run.next_seq(),
+                at=self.clock.now(),
+                status=status,
+                step=state,
+                code=code,
+                message=message,
             ),
             durable=True,
         )
         failpoint("run_finished")
         return RunResult(
-            run_id=run.run_id, workflow=run.spec.name, key=run.key, status=status, code=code,
-            message=message, state=state, results=dict(run.results),
+            run_id=run.run_id,
+            workflow=run.spec.name,
+            key=run.key,
+            status=status,
+            code=code,
+            message=message,
+            state=state,
+            results=dict(run.results),
         )
 
     def _lookup(self, workflow: str) -> tuple[WorkflowSpec, DecisionTable, Any]:
@@ -391,10 +451,8 @@ def _check_forced(spec: WorkflowSpec, force: Mapping[str, str]) -> dict[str, Out
                 f"{state!r} (states: {', '.join(spec.by_name)})"
             )
         if outcome not in OUTCOMES:
-            raise UsageError(
-                f"cannot force {state}={outcome}: outcomes are {', '.join(OUTCOMES)}"
-            )
-        forced[state] = outcome  # type: ignore[assignment]
+            raise UsageError(f"cannot force {state}={outcome}: outcomes are {', '.join(OUTCOMES)}")
+        forced[state] = outcome
     return forced
 
 
@@ -425,7 +483,11 @@ async def open_engine(
     try:
         async with anyio.create_task_group() as tg:
             yield Engine(journal, clock=clock, ids=ids, task_group=tg, rng=rng)
+    except BaseExceptionGroup as group:
+        # The task group wraps whatever the body raised; a caller wants the error itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await journal.aclose()
-

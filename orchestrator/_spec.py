@@ -197,24 +197,25 @@ def _check_target(
             raise SpecError(workflow, where + "retry needs max_attempts >= 2", state=state)
         if target.backoff < 0 or target.multiplier < 1 or target.jitter < 0:
             raise SpecError(
-                workflow, where + "retry needs backoff >= 0, multiplier >= 1, jitter >= 0",
+                workflow,
+                where + "retry needs backoff >= 0, multiplier >= 1, jitter >= 0",
                 state=state,
             )
         _check_target(workflow, state, outcome, target.then, by_name)
     elif isinstance(target, Fail):
         if not _CODE.match(target.code):
             raise SpecError(
-                workflow, where + f"failure code {target.code!r} must be UPPER_SNAKE_CASE",
+                workflow,
+                where + f"failure code {target.code!r} must be UPPER_SNAKE_CASE",
                 state=state,
             )
     elif isinstance(target, str):
         if target not in by_name:
-            raise SpecError(
-                workflow, where + f"unknown target state {target!r}", state=state
-            )
+            raise SpecError(workflow, where + f"unknown target state {target!r}", state=state)
     elif not isinstance(target, Succeed):
         raise SpecError(
-            workflow, where + f"target {target!r} is not a state name, succeed, fail() or retry()",
+            workflow,
+            where + f"target {target!r} is not a state name, succeed, fail() or retry()",
             state=state,
         )
 

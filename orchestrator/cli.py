@@ -68,9 +68,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the state directory (journal under DIR/orchestrator/; default: ./state)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON document on stdout"
-    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def parse_injections(items: Sequence[str]) -> dict[str, Outcome]:
@@ -83,7 +81,7 @@ def parse_injections(items: Sequence[str]) -> dict[str, Outcome]:
                 f"--inject {item!r}: expected STEP=OUTCOME with OUTCOME one of "
                 f"{', '.join(OUTCOMES)} (e.g. --inject acp_cancel=timeout)"
             )
-        forced[state] = outcome  # type: ignore[assignment]
+        forced[state] = outcome
     return forced
 
 
@@ -189,7 +187,10 @@ def _builtin_commands() -> list[Command]:
         p.add_argument("key", help="the key the run works on (runs of one key never overlap)")
         p.add_argument("--input", metavar="JSON", help="the run's input, a JSON document")
         p.add_argument(
-            "--inject", action="append", default=[], metavar="STEP=OUTCOME",
+            "--inject",
+            action="append",
+            default=[],
+            metavar="STEP=OUTCOME",
             help="force a step's outcome (ok, timeout, error) without running it; repeatable",
         )
         add_common_options(p)
@@ -197,7 +198,9 @@ def _builtin_commands() -> list[Command]:
     return [
         Command("run", "run a workflow on a key", configure_run, _cmd_run),
         Command(
-            "recover", "resume every interrupted run in the journal", add_common_options,
+            "recover",
+            "resume every interrupted run in the journal",
+            add_common_options,
             _cmd_recover,
             description="Resume every run the journal shows unfinished (after a crash or a "
             "kill), each from where it stopped. Exit 3 if a run cannot be resumed safely.",

@@ -103,7 +103,8 @@ class JournalVersionError(JournalError):
         self.expected = expected
         super().__init__(
             f"journal {self.path} has format version {found}, this orchestrator reads "
-            f"version {expected}; use the orchestrator release that wrote it, or move the file aside"
+            f"version {expected}; use the orchestrator release that wrote it, "
+            "or move the file aside"
         )
 
 

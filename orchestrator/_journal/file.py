@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 
 from .._failpoints import failpoint
-from .._fs import atomic_write, ensure_dir, get_ops
+from .._fs import atomic_write, ensure_dir, file_ops
 from ..errors import JournalUnavailable
 from .framing import HEADER_SIZE, Damage, decode_header, encode_frame, make_header, scan_frames
 from .history import RunHistory, RunIndex
@@ -87,9 +87,7 @@ class FileJournal:
             return []
         except OSError as exc:
             raise JournalUnavailable(self.directory, exc.strerror or str(exc)) from exc
-        return [
-            self.directory / n for n in names if n.endswith(SUFFIX) and not n.startswith(".")
-        ]
+        return [self.directory / n for n in names if n.endswith(SUFFIX) and not n.startswith(".")]
 
     def _read_file(self, path: Path) -> list[RunHistory]:
         if path == self._path:
@@ -98,7 +96,7 @@ class FileJournal:
         try:
             if upto and path.stat().st_size == upto:
                 return []
-            data = get_ops().read(path)
+            data = file_ops().read(path)
         except OSError as exc:
             raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
         salt = self._salts.get(path) or decode_header(data, path)
@@ -123,13 +121,13 @@ class FileJournal:
             if self.repair:
                 broken = path.with_name(f"{path.name}.{damage.offset}.broken")
                 atomic_write(broken, data[damage.offset :], point="journal.tail_saved")
-                get_ops().truncate(fd, damage.offset)
-                get_ops().fsync(fd)
+                file_ops().truncate(fd, damage.offset)
+                file_ops().fsync(fd)
                 failpoint("journal.tail_cut")
                 cut = True
             self.damage.append((path, damage, cut))
         finally:
-            get_ops().close(fd)
+            file_ops().close(fd)
 
     def _torn_header(self, path: Path, data: bytes) -> None:
         fd = _lock_if_dead(path)
@@ -138,10 +136,10 @@ class FileJournal:
         try:
             self.damage.append((path, Damage(0, "incomplete file header"), self.repair))
             if self.repair:
-                get_ops().replace(path, path.with_name(path.name + ".0.broken"))
-                get_ops().fsync_dir(path.parent)
+                file_ops().replace(path, path.with_name(path.name + ".0.broken"))
+                file_ops().fsync_dir(path.parent)
         finally:
-            get_ops().close(fd)
+            file_ops().close(fd)
 
     # -- the index -----------------------------------------------------------------------
 
@@ -168,7 +166,7 @@ class FileJournal:
             assert self._fd is not None
             frame = encode_frame(record, self._salt)
             try:
-                get_ops().write(self._fd, frame)
+                file_ops().write(self._fd, frame)
             except OSError as exc:
                 raise self._fail("write", exc) from exc
             self._written += len(frame)
@@ -192,9 +190,10 @@ class FileJournal:
                     raise self._failed
                 continue
             self._syncing = event = anyio.Event()
-            upto = self._written
+            upto, fd = self._written, self._fd
+            assert fd is not None  # bytes were written, so the file exists
             try:
-                await anyio.to_thread.run_sync(get_ops().fsync, self._fd)
+                await anyio.to_thread.run_sync(file_ops().fsync, fd)
             except OSError as exc:
                 raise self._fail("fsync", exc) from exc
             finally:
@@ -216,7 +215,7 @@ class FileJournal:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
         path, temp = self.directory / name, self.directory / f".{name}.tmp"
-        ops = get_ops()
+        ops = file_ops()
         try:
             ensure_dir(self.directory)
             fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
@@ -243,24 +242,21 @@ class FileJournal:
             if self._failed is None:
                 await self.sync()
         finally:
-            get_ops().close(self._fd)
+            file_ops().close(self._fd)
             self._fd = None
 
 
 def _lock_if_dead(path: Path) -> int | None:
     """An fd holding ``path``'s flock if its writer is gone; None if a writer holds it."""
     try:
-        fd = get_ops().open(path, os.O_RDWR)
+        fd = file_ops().open(path, os.O_RDWR)
     except OSError as exc:
         raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        get_ops().close(fd)
+        file_ops().close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return None
         raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
     return fd
-
-
-

@@ -159,7 +159,7 @@ def _valid_frame_after(view: memoryview, start: int, salt: bytes) -> bool:
     for pos in range(start, last):
         (length,) = _LENGTH.unpack_from(view, pos)
         # Cheap bound checks first: random bytes almost never give a length that fits.
-        if 0 < length <= MAX_PAYLOAD and pos + FRAME_HEAD + length <= len(view):
-            if _frame_problem(view, pos, salt) is None:
-                return True
+        fits = 0 < length <= MAX_PAYLOAD and pos + FRAME_HEAD + length <= len(view)
+        if fits and _frame_problem(view, pos, salt) is None:
+            return True
     return False

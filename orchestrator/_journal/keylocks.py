@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 
-from .._fs import ensure_dir, get_ops
+from .._fs import ensure_dir, file_ops
 from ..errors import JournalUnavailable, KeyBusy
 
 __all__ = ("FileKeyLocks", "LocalKeyLocks")
@@ -63,13 +63,13 @@ class FileKeyLocks:
             try:
                 yield
             finally:
-                get_ops().close(fd)
+                file_ops().close(fd)
 
     async def _acquire(self, key: str) -> int:
         path = self.path_for(key)
         try:
             ensure_dir(self.directory)
-            fd = get_ops().open(path, os.O_RDWR | os.O_CREAT)
+            fd = file_ops().open(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
         delay, waited = 0.001, 0.0
@@ -79,11 +79,11 @@ class FileKeyLocks:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    get_ops().close(fd)
+                    file_ops().close(fd)
                     raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
             if waited >= self.timeout:
                 holder = _read_holder(fd)
-                get_ops().close(fd)
+                file_ops().close(fd)
                 raise KeyBusy(key, self.timeout, holder)
             # Polling, not a blocking flock in a thread: a thread stuck in flock cannot be
             # cancelled, and this wait must end when the caller is cancelled.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 
+from .framing import encode_frame
 from .history import RunHistory, RunIndex
 from .keylocks import LocalKeyLocks
 from .records import Record
@@ -18,11 +19,15 @@ class MemoryJournal:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.syncs = 0
+        #: Bytes the records would take in a file journal.
+        self.size = 0
         self._index = RunIndex()
         self._locks = LocalKeyLocks()
         self._unsynced = False
 
     async def append(self, record: Record, *, durable: bool = False) -> None:
+        # Encoded like the file journal does, so a record it could not hold fails here too.
+        self.size += len(encode_frame(record, b""))
         self.records.append(record)
         self._index.add(record)
         self._unsynced = True

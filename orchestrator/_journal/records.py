@@ -109,5 +109,11 @@ class RunFinished(_Record, frozen=True, tag="run_finished"):
 
 
 Record: TypeAlias = (
-    RunStarted | RunResumed | StepStarted | StepFinished | EffectPlanned | EffectApplied | RunFinished
+    RunStarted
+    | RunResumed
+    | StepStarted
+    | StepFinished
+    | EffectPlanned
+    | EffectApplied
+    | RunFinished
 )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator import Engine, WorkflowSpec
-from orchestrator._failpoints import ENV_CRASH_AT
+import anyio
+
+from orchestrator import ENV_CRASH_AT, Command, Engine, WorkflowSpec
 from orchestrator.cli import add_common_options, open_state_engine, print_history, print_run
-from orchestrator._registry import Command
 
 from .spec import PUBLISH_NOTE, NoteHost
 
@@ -29,8 +28,10 @@ class ExamplePlugin:
     def commands(self) -> Sequence[Command]:
         return [
             Command(
-                "demo", "run the example workflow: success, failure, crash and recovery",
-                add_common_options, _demo,
+                "demo",
+                "run the example workflow: success, failure, crash and recovery",
+                add_common_options,
+                _demo,
                 description="Publish three notes with the example workflow in --state-dir: "
                 "one that succeeds after a retry, one whose write is forced to time out "
                 "(fails UNAVAILABLE), and one killed mid-run and then recovered. Prints "
@@ -41,7 +42,7 @@ class ExamplePlugin:
 
 async def _demo(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
-    print(f"state directory: {state_dir.resolve()}")
+    print(f"state directory: {state_dir}")
     async with open_state_engine(state_dir) as engine:
         flaky = NoteHost(state_dir / "example")
         flaky.flaky_notify = True
@@ -52,17 +53,29 @@ async def _demo(args: argparse.Namespace) -> int:
         _show(engine, first.run_id)
         print("\n2. publish with the write forced to time out (--inject write_note=timeout)")
         second = await engine.run(
-            "publish_note", "demo-fail", {"text": "never written"}, requested_by="demo",
+            "publish_note",
+            "demo-fail",
+            {"text": "never written"},
+            requested_by="demo",
             force={"write_note": "timeout"},
         )
         print_run(second)
         _show(engine, second.run_id)
     print("\n3. publish in a child process killed right after the note is written")
-    child = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", "publish_note", "demo-crash",
-         "--input", '{"text": "survives a crash"}', "--state-dir", str(state_dir)],
+    child = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            "publish_note",
+            "demo-crash",
+            "--input",
+            '{"text": "survives a crash"}',
+            "--state-dir",
+            str(state_dir),
+        ],
         env={**os.environ, ENV_CRASH_AT: "write_note.finished"},
-        capture_output=True,
         check=False,
     )
     print(f"   the child process ended with exit status {child.returncode} (-9: SIGKILL)")
@@ -75,8 +88,10 @@ async def _demo(args: argparse.Namespace) -> int:
     notes = sorted((state_dir / "example" / "notes").glob("*.txt"))
     print(f"\nnotes written: {len(notes)}, in {state_dir / 'example' / 'notes'}")
     print(f"journal: {state_dir / 'orchestrator' / 'journal'}")
-    print(f"try: orchestrator run publish_note mine --input '{{\"text\": \"hi\"}}' "
-          f"--state-dir {state_dir}")
+    print(
+        f'try: orchestrator run publish_note mine --input \'{{"text": "hi"}}\' '
+        f"--state-dir {state_dir}"
+    )
     return 0
 
 

@@ -7,8 +7,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator import SUCCEED, State, StepContext, WorkflowSpec, fail, retry
-from orchestrator._fs import atomic_write, ensure_dir, get_ops
+from orchestrator import (
+    SUCCEED,
+    State,
+    StepContext,
+    WorkflowSpec,
+    atomic_write,
+    ensure_dir,
+    fail,
+    file_ops,
+    retry,
+)
 
 __all__ = ("PUBLISH_NOTE", "NoteHost")
 
@@ -47,9 +56,9 @@ async def notify(ctx: StepContext) -> str:
     if host.flaky_notify and ctx.attempt == 1:
         raise ConnectionError("notice service did not answer")
     line = f"{ctx.key} published {ctx.results['prepare']['note_id']}\n".encode()
-    if host.outbox.exists() and line in get_ops().read(host.outbox):
+    if host.outbox.exists() and line in file_ops().read(host.outbox):
         return "already sent"  # sent before a crash: probing the world keeps it to one
-    ops = get_ops()
+    ops = file_ops()
     fd = ops.open(host.outbox, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         ops.write(fd, line)
@@ -68,21 +77,35 @@ PUBLISH_NOTE = WorkflowSpec(
     "publish_note",
     [
         State(
-            "prepare", prepare, timeout=5,
-            on={"ok": "write_note", "timeout": fail("UNAVAILABLE", "prepare timed out"),
-                "error": fail("INVALID_REQUEST", "bad note for {key}")},
+            "prepare",
+            prepare,
+            timeout=5,
+            on={
+                "ok": "write_note",
+                "timeout": fail("UNAVAILABLE", "prepare timed out"),
+                "error": fail("INVALID_REQUEST", "bad note for {key}"),
+            },
         ),
         State(
-            "write_note", write_note, timeout=5, effect=True,
-            on={"ok": "notify",
+            "write_note",
+            write_note,
+            timeout=5,
+            effect=True,
+            on={
+                "ok": "notify",
                 "timeout": retry(3, fail("UNAVAILABLE", "could not write the note of {key}")),
-                "error": retry(3, fail("UNAVAILABLE", "could not write the note of {key}"))},
+                "error": retry(3, fail("UNAVAILABLE", "could not write the note of {key}")),
+            },
         ),
         State(
-            "notify", notify, timeout=5,
+            "notify",
+            notify,
+            timeout=5,
             on={"ok": "cleanup", "timeout": "cleanup", "error": retry(3, "cleanup", backoff=0.01)},
         ),
-        State("cleanup", cleanup, timeout=5, on={"ok": SUCCEED, "timeout": SUCCEED, "error": SUCCEED}),
+        State(
+            "cleanup", cleanup, timeout=5, on={"ok": SUCCEED, "timeout": SUCCEED, "error": SUCCEED}
+        ),
     ],
     description="Publish a note once: plan its id, write it atomically, send one notice.",
 )
