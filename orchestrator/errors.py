@@ -15,6 +15,7 @@ the message on one line; it never shows a traceback for these.
     │   ├── JournalVersionError a journal file of another format version (exit 3)
     │   └── JournalCorrupt      a bad record followed by valid ones (exit 3)
     ├── ResumeRefused           an interrupted run cannot be resumed safely (exit 3)
+    ├── CorruptFile             a file a workflow depends on is unreadable or invalid (exit 3)
     └── KeyBusy                 another process holds the run key for too long (exit 1)
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = (
+    "CorruptFile",
     "JournalCorrupt",
     "JournalError",
     "JournalUnavailable",
@@ -138,6 +140,21 @@ class ResumeRefused(OrchestratorError):
         self.run_id = run_id
         self.reason = reason
         super().__init__(f"run {run_id} not resumed: {reason}; {hint}")
+
+
+class CorruptFile(OrchestratorError):
+    """A file a workflow reads (e.g. a session store) is unreadable or invalid.
+
+    Such a file is never treated as empty: writing back "nothing" is how data gets lost.
+    """
+
+    exit_code = 3
+
+    def __init__(self, path: Path | str, reason: str, *, hint: str | None = None) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        fix = hint or "the file was left untouched; restore it from a backup or fix it by hand"
+        super().__init__(f"{self.path} is unreadable: {reason}; {fix}")
 
 
 class KeyBusy(OrchestratorError):

@@ -17,6 +17,7 @@ and kept aside as ``<file>.<offset>.broken``. Damage followed by valid records r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -219,6 +220,9 @@ class FileJournal:
         try:
             ensure_dir(self.directory)
             fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        try:
             # Readers take this lock to tell a live writer from a dead one.
             fcntl.flock(fd, fcntl.LOCK_EX)
             header, self._salt = make_header()
@@ -228,12 +232,18 @@ class FileJournal:
             ops.replace(temp, path)
             ops.fsync_dir(self.directory)
         except OSError as exc:
-            raise JournalUnavailable(
-                exc.filename or self.directory, exc.strerror or str(exc)
-            ) from exc
+            # Leave nothing behind: no descriptor holding a lock, no half-made file.
+            ops.close(fd)
+            for leftover in (temp, path):
+                with contextlib.suppress(OSError):
+                    ops.unlink(leftover)
+            raise self._unavailable(exc) from exc
         failpoint("journal.file_created")
         self._fd, self._path = fd, path
         self._written = self._synced = HEADER_SIZE
+
+    def _unavailable(self, exc: OSError) -> JournalUnavailable:
+        return JournalUnavailable(exc.filename or self.directory, exc.strerror or str(exc))
 
     async def aclose(self) -> None:
         if self._fd is None:
