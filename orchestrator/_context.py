@@ -84,11 +84,14 @@ class StepContext:
         """Wall-clock time from the injected clock."""
         return self._clock.now()
 
-    async def plan(self, name: str, make: Callable[[], T], type: Any = None) -> T:
-        """The value planned under ``name``: journaled (durably) on first use, reused after.
+    async def plan(
+        self, name: str, make: Callable[[], T], type: Any = None, *, durable: bool = True
+    ) -> T:
+        """The value planned under ``name``: journaled on first use, reused after.
 
         ``make`` must return something msgpack can carry (builtins, msgspec Structs);
-        ``type`` converts the journaled value back (e.g. a Struct class).
+        ``type`` converts the journaled value back (e.g. a Struct class). ``durable=False``
+        skips the fsync for a value no effect depends on yet (it still survives a kill).
         """
         if name not in self._plans:
             value = make()
@@ -101,7 +104,7 @@ class StepContext:
                 name=name,
                 value=plain,
             )
-            await self._journal.append(record, durable=True)
+            await self._journal.append(record, durable=durable)
             self._plans[name] = plain
             failpoint(f"plan.{name}")
         value = self._plans[name]

@@ -85,6 +85,8 @@ class _Run:
     plans: dict[str, Any] = field(default_factory=dict)
     applied: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    #: The error of the last attempt (a failure message may quote it as ``{error}``).
+    last_error: ErrorInfo | None = None
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
     def next_seq(self) -> int:
@@ -287,6 +289,7 @@ class Engine:
             plans=history.plans(),
             applied=history.applied(),
             results=history.results(),
+            last_error=history.last_error(),
         )
         self._active[run.run_id] = run
         try:
@@ -348,6 +351,7 @@ class Engine:
             error = ErrorInfo(type(exc).__name__, f"step result not journalable: {exc}")
             await self._record_finish(run, state, attempt, outcome, None, error, began)
         run.history_seq += 1
+        run.last_error = error
         if outcome == "ok":
             run.results[name] = result
         failpoint(f"{name}.finished")
@@ -465,6 +469,7 @@ def _format(template: str, run: _Run) -> str:
     fields = _Fields(run.input if isinstance(run.input, dict) else {})
     fields.setdefault("key", run.key)
     fields.setdefault("run_id", run.run_id)
+    fields.setdefault("error", run.last_error.message if run.last_error else "")
     try:
         return template.format_map(fields)
     except (ValueError, IndexError, AttributeError):

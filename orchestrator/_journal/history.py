@@ -11,6 +11,7 @@ from ..errors import JournalCorrupt
 from .records import (
     EffectApplied,
     EffectPlanned,
+    ErrorInfo,
     Record,
     RunFinished,
     RunResumed,
@@ -88,6 +89,13 @@ class RunHistory:
 
     def applied(self) -> dict[str, Any]:
         return {r.name: r.detail for r in self.records if isinstance(r, EffectApplied)}
+
+    def last_error(self) -> ErrorInfo | None:
+        """The error of the last finished step attempt, if it had one."""
+        for record in reversed(self.records):
+            if isinstance(record, StepFinished):
+                return record.error
+        return None
 
     def results(self) -> dict[str, Any]:
         """The result of each state's last ``ok`` attempt."""

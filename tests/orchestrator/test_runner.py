@@ -18,6 +18,7 @@ from orchestrator import (
     StepFinished,
     StepStarted,
     WorkflowSpec,
+    fail,
     open_engine,
 )
 from orchestrator.errors import UnknownWorkflow, UsageError
@@ -208,3 +209,23 @@ async def test_records_carry_clock_time_and_sequence(tmp_path: Path) -> None:
     assert all(r.at == clock.now() for r in history.records)
     assert result.run_id == "run-0001"
     assert isinstance(history.records[1], StepStarted)
+
+
+async def test_failure_message_can_quote_the_step_error(tmp_path: Path) -> None:
+    async def boom(ctx: StepContext) -> None:
+        raise ValueError("disk on fire")
+
+    spec = WorkflowSpec(
+        "quoting",
+        [
+            State(
+                "one",
+                boom,
+                1,
+                on={"ok": SUCCEED, "timeout": SUCCEED, "error": fail("BROKEN", "{key}: {error}")},
+            )
+        ],
+    )
+    engine, _, _ = _engine(tmp_path, spec)
+    result = await engine.run("quoting", "k9")
+    assert (result.code, result.message) == ("BROKEN", "k9: disk on fire")
