@@ -71,10 +71,14 @@ class FileOps:
     def replace(self, src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
+    def link(self, src: Path, dst: Path) -> None:
+        """A second name for ``src``; FileExistsError if ``dst`` exists (never replaces)."""
+        os.link(src, dst)
+
     def rename_noreplace(self, src: Path, dst: Path) -> None:
         """Rename that fails with FileExistsError instead of overwriting ``dst``."""
-        os.link(src, dst)
-        os.unlink(src)
+        self.link(src, dst)
+        self.unlink(src)
 
     def unlink(self, path: Path) -> None:
         os.unlink(path)

@@ -12,7 +12,6 @@ shows where every failure leaves. A retry is a self-loop guarded by the conditio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,34 +59,24 @@ class DecisionTable:
         for state in self.spec.states:
             for outcome in OUTCOMES:
                 transitions = self.machine.events[outcome].transitions[state.name]
-                retry = self._retry_of(state.name, outcome) if len(transitions) == 2 else None
+                target = state.on[outcome]
+                retry = target if isinstance(target, Retry) else None
+                assert (retry is not None) == (len(transitions) == 2)  # the guarded self-loop
                 dest = transitions[-1].dest
                 assert dest is not None  # every transition was added with a destination
-                table[state.name, outcome] = _decision(dest, retry, state.on)
+                final = retry.then if retry is not None else target
+                table[state.name, outcome] = _decision(dest, retry, final)
         return table
 
-    def _retry_of(self, state: str, outcome: str) -> Retry:
-        target = self.spec.by_name[state].on[outcome]
-        assert isinstance(target, Retry)
-        return target
 
-
-def _decision(dest: str, retry: Retry | None, on: Mapping[str, Target]) -> Decision:
+def _decision(dest: str, retry: Retry | None, final: Target) -> Decision:
     if dest == SUCCEEDED:
         return Decision(succeed=True, retry=retry)
     if dest.startswith("failed:"):
-        fail = _find_fail(on, dest.removeprefix("failed:"), retry)
-        return Decision(fail=fail, retry=retry)
+        # The machine names the terminal state; the message lives on the spec's target.
+        assert isinstance(final, Fail) and failed_state(final.code) == dest
+        return Decision(fail=final, retry=retry)
     return Decision(next_state=dest, retry=retry)
-
-
-def _find_fail(on: Mapping[str, Target], code: str, retry: Retry | None) -> Fail:
-    # The machine names the terminal state; the message lives on the spec's target.
-    targets = [retry.then] if retry is not None else list(on.values())
-    for target in targets:
-        if isinstance(target, Fail) and target.code == code:
-            return target
-    raise AssertionError(f"no fail({code!r}) target")  # the machine was built from `on`
 
 
 def build_machine(spec: WorkflowSpec) -> Machine:

@@ -1,0 +1,151 @@
+"""The steps of a session reset that are its own (hook, commit, archive); see ``spec``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from orchestrator import StepContext
+
+from ..sessions.cleanup import unbind_session
+from ..sessions.entry import reset_entry, rewrite_session_file
+from ..sessions.keys import store_keys
+from ..sessions.paths import resolve_session_file, transcript_candidates
+from ..sessions.ports import SessionHost
+from ..sessions.snapshot import Snapshot, freshest, run_input, snapshot
+from ..sessions.store_file import StoreDoc
+from ..sessions.transcripts import archive_path
+
+__all__ = ("ResetPlan", "StoreConflict", "archive", "hook_fired", "store_mutation", "unbind")
+
+
+class StoreConflict(Exception):
+    """The stored session is neither the one the reset started from nor the one it made."""
+
+
+class ResetPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """Every value the commit and what follows depend on, journaled before the commit."""
+
+    new_session_id: str
+    expected_old_id: str | None
+    session_file: str
+    at_ms: int
+    #: Exact ``[src, dst]`` moves, decided once (a resume never re-derives them).
+    archive: list[tuple[str, str]] = []
+
+
+async def hook_fired(ctx: StepContext) -> str:
+    """The internal ``command:<new|reset>`` hook, at most once, before anything destructive."""
+    host: SessionHost = ctx.deps
+    request, snap = run_input(ctx), await snapshot(ctx)
+    action = "new" if request.reason == "new" else "reset"
+    if not host.hooks.has_command_hooks(action):
+        return "no handlers"
+    if ctx.planned("command_hook"):
+        return "fired before a crash; not repeated"
+    await ctx.plan("command_hook", lambda: action)
+    context = {
+        "sessionEntry": _hook_entry(snap),
+        "previousSessionEntry": _hook_entry(snap),
+        "commandSource": request.command_source,
+    }
+    await host.hooks.command(action, request.canonical, context)
+    return "fired"
+
+
+def _hook_entry(snap: Snapshot) -> dict[str, Any] | None:
+    if not snap.had_entry:
+        return None
+    return {"sessionId": snap.session_id, "sessionFile": snap.session_file, "label": snap.label}
+
+
+def _make_plan(host: SessionHost, ctx: StepContext, snap: Snapshot) -> ResetPlan:
+    request = run_input(ctx)
+    sessions_dir = host.store.sessions_dir(request.agent)
+    new_id = str(uuid.uuid4())
+    at = host.now_ms()
+    # A stored sessionFile that is not a plain file of the sessions directory is not followed.
+    old_file = snap.session_file
+    if old_file is not None and resolve_session_file(sessions_dir, old_file) is None:
+        old_file = None
+    name = rewrite_session_file(old_file, snap.session_id, new_id)
+    session_file = os.path.join(os.path.abspath(sessions_dir), name)
+    moves = [
+        (str(src), str(archive_path(src, "reset", at)))
+        for src in transcript_candidates(
+            sessions_dir, host.transcripts.legacy_dir(), snap.session_id, snap.session_file
+        )
+        if host.transcripts.exists(src)
+    ]
+    return ResetPlan(
+        new_session_id=new_id,
+        expected_old_id=snap.session_id,
+        session_file=session_file,
+        at_ms=at,
+        archive=moves,
+    )
+
+
+async def store_mutation(ctx: StepContext) -> dict[str, Any]:
+    """The commit: a compare-and-swap of the entry under OpenClaw's store lock."""
+    host: SessionHost = ctx.deps
+    request, snap = run_input(ctx), await snapshot(ctx)
+    plan = await ctx.plan("commit", lambda: _make_plan(host, ctx, snap), type=ResetPlan)
+    default_model = host.config.default_model(request.agent)
+
+    def mutate(doc: StoreDoc) -> dict[str, Any]:
+        keys = store_keys(request.key, request.canonical, request.agent, host.config, doc)
+        found = freshest(doc, keys)
+        current = found[1] if found else None
+        current_id = current.get("sessionId") if current else None
+        if current_id == plan.new_session_id:
+            return {"entry": current, "applied": "already"}
+        if current_id != plan.expected_old_id:
+            raise StoreConflict(
+                f"session {request.canonical} changed while it was being reset (expected "
+                f"session id {plan.expected_old_id}, found {current_id}); nothing was written"
+            )
+        entry = reset_entry(
+            current,
+            session_id=plan.new_session_id,
+            session_file=plan.session_file,
+            updated_at=plan.at_ms,
+            default_model=default_model,
+        )
+        doc.set(request.canonical, entry)
+        for key in keys:
+            if key != request.canonical:
+                doc.delete(key)
+        return {"entry": entry, "applied": "now"}
+
+    result = await host.store.update(request.agent, mutate)
+    return {**result, "old_session_id": plan.expected_old_id}
+
+
+async def archive(ctx: StepContext) -> dict[str, Any]:
+    """Move the old transcript aside (exact planned paths), then write the new header."""
+    host: SessionHost = ctx.deps
+    plan = await ctx.plan("commit", _missing_plan, type=ResetPlan)
+    outcomes = {}
+    for src, dst in plan.archive:
+        outcomes[dst] = host.transcripts.archive(Path(src), Path(dst), plan.new_session_id)
+        ctx.failpoint("moved")
+    header = host.transcripts.write_header(Path(plan.session_file), plan.new_session_id, plan.at_ms)
+    archived = [dst for dst, what in outcomes.items() if what in ("moved", "already_moved")]
+    return {"archived": archived, "moves": outcomes, "header_written": header}
+
+
+def _missing_plan() -> ResetPlan:
+    raise AssertionError("archive runs after store_mutation, which plans the commit")
+
+
+async def unbind(ctx: StepContext) -> dict[str, Any]:
+    """Only for a session that existed before the reset (R9)."""
+    snap = await snapshot(ctx)
+    if not snap.had_entry:
+        return {"unbound": [], "subagent_ended": "no previous entry"}
+    return await unbind_session(ctx, outcome="reset")

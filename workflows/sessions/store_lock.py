@@ -1,0 +1,118 @@
+"""OpenClaw's store lock: ``sessions.json.lock``, created exclusively, holding ``{pid, createdAt}``.
+
+Taking it is what keeps this tool and a running gateway from overwriting each other's store
+writes. A lock whose pid is dead is reclaimed; a live holder is waited for, with backoff
+(50 ms x attempt, at most 1 s), for up to ``wait`` seconds, then ``StoreLocked`` names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import orjson
+
+from orchestrator import failpoint, file_ops
+
+__all__ = ("StoreLocked", "hold_store_lock")
+
+#: A lock file without a readable pid is reclaimed once it is this old (seconds).
+STALE_WITHOUT_PID = 30.0
+
+
+class StoreLocked(Exception):
+    """The store lock stayed held by a live process for the whole wait."""
+
+    def __init__(self, path: Path, waited: float, holder: str) -> None:
+        self.path = path
+        super().__init__(
+            f"session store {path.parent} locked by {holder} for {waited:g} s; "
+            "try again when that process is done, or remove the lock file if it is gone"
+        )
+
+
+_local_locks: dict[Path, anyio.Lock] = {}
+
+
+@asynccontextmanager
+async def hold_store_lock(store: Path, *, wait: float = 10.0) -> AsyncIterator[None]:
+    """Hold ``<store>.lock`` (and an in-process lock, so this process never polls itself)."""
+    lock_path = store.with_name(store.name + ".lock")
+    local = _local_locks.setdefault(lock_path, anyio.Lock())
+    async with local:
+        await _acquire(lock_path, wait)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                file_ops().unlink(lock_path)
+            failpoint("store_lock.released")
+
+
+async def _acquire(lock_path: Path, wait: float) -> None:
+    ops = file_ops()
+    began = time.monotonic()
+    attempt = 0
+    body = orjson.dumps({"pid": os.getpid(), "createdAt": int(time.time() * 1000)})
+    while True:
+        try:
+            fd = ops.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            holder = _stale_holder(lock_path)
+            if holder is None:
+                continue  # it was stale and is gone: try again at once
+            waited = time.monotonic() - began
+            if waited >= wait:
+                raise StoreLocked(lock_path, round(waited, 1), holder) from None
+            attempt += 1
+            await anyio.sleep(min(0.05 * attempt, 1.0, max(wait - waited, 0.0)))
+            continue
+        try:
+            ops.write(fd, body)
+        finally:
+            ops.close(fd)
+        failpoint("store_lock.acquired")
+        return
+
+
+def _stale_holder(lock_path: Path) -> str | None:
+    """Remove the lock if its holder is gone and return None; else describe the holder."""
+    try:
+        before = lock_path.stat()
+        raw = lock_path.read_bytes()
+    except FileNotFoundError:
+        return None
+    pid = _pid_of(raw)
+    if pid is not None and _alive(pid):
+        return f"pid {pid}"
+    if pid is None and time.time() - before.st_mtime < STALE_WITHOUT_PID:
+        return "a process that has not written its pid yet"
+    # Reclaim only the very file judged stale: another process may have reclaimed it and
+    # taken a fresh lock in the meantime.
+    with contextlib.suppress(FileNotFoundError):
+        if lock_path.stat().st_ino == before.st_ino:
+            file_ops().unlink(lock_path)
+    return None
+
+
+def _pid_of(raw: bytes) -> int | None:
+    try:
+        pid = orjson.loads(raw).get("pid")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
