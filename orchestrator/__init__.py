@@ -14,6 +14,7 @@ from ._fs import FileOps as FileOps
 from ._fs import atomic_write as atomic_write
 from ._fs import ensure_dir as ensure_dir
 from ._fs import file_ops as file_ops
+from ._fs import remove_stale_temps as remove_stale_temps
 from ._fs import safe_join as safe_join
 from ._fs import set_file_ops as set_file_ops
 from ._journal.file import FileJournal as FileJournal
@@ -99,6 +100,7 @@ __all__ = (
     "file_ops",
     "load_plugins",
     "open_engine",
+    "remove_stale_temps",
     "retry",
     "safe_join",
     "set_file_ops",

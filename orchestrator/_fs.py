@@ -27,6 +27,7 @@ __all__ = (
     "atomic_write",
     "ensure_dir",
     "file_ops",
+    "remove_stale_temps",
     "safe_join",
     "set_file_ops",
 )
@@ -139,6 +140,25 @@ def atomic_write(path: Path, data: bytes, *, point: str = "atomic_write") -> Non
     failpoint(f"{point}.replaced")
     _ops.fsync_dir(path.parent)
     failpoint(f"{point}.dir_synced")
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temp files ``atomic_write`` left for ``path`` when a crash interrupted it.
+
+    Call it only while holding whatever lock guards writes to ``path``: a temp file of a live
+    writer would otherwise be pulled from under it.
+    """
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            _unlink_quietly(path.parent / name)
+            removed.append(path.parent / name)
+    return removed
 
 
 def _unlink_quietly(path: Path) -> None:

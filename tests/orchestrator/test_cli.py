@@ -23,25 +23,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def test_run_json_success_prints_one_document(
+def test_reset_json_success_prints_one_document(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(
-        capsys,
-        "run",
-        "publish_note",
-        "k1",
-        "--input",
-        '{"text": "hi"}',
-        "--state-dir",
-        str(tmp_path),
-        "--json",
-    )
+    code, out, err = _run(capsys, "reset", "main", "--state-dir", str(tmp_path), "--json")
     assert code == 0, err
     doc = orjson.loads(out)
-    assert doc["ok"] is True and doc["status"] == "succeeded" and doc["key"] == "k1"
-    note = Path(doc["results"]["write_note"])
-    assert note.read_text() == "hi" and note.is_relative_to(tmp_path)
+    assert doc["ok"] is True and doc["key"] == "agent:main:main" and doc["run_id"]
+    assert doc["entry"]["totalTokensFresh"] is True
 
 
 def test_failed_run_exits_1_with_code_and_message(
@@ -49,29 +38,33 @@ def test_failed_run_exits_1_with_code_and_message(
 ) -> None:
     code, out, _ = _run(
         capsys,
-        "run",
-        "publish_note",
-        "k2",
-        "--input",
-        '{"text": "hi"}',
+        "reset",
+        "main",
         "--inject",
-        "write_note=timeout",
+        "acp_cancel=timeout",
         "--state-dir",
         str(tmp_path),
         "--json",
     )
     doc = orjson.loads(out)
     assert code == 1
-    assert (doc["ok"], doc["code"], doc["state"]) == (False, "UNAVAILABLE", "write_note")
+    assert doc["ok"] is False and doc["run_id"]
+    assert doc["error"] == {
+        "code": "UNAVAILABLE",
+        "message": "Session main is still active; try again in a moment.",
+    }
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "nope", "k"], "unknown workflow 'nope'; registered workflows: publish_note"),
-        (["run", "publish_note", "k", "--inject", "write_note"], "expected STEP=OUTCOME"),
-        (["run", "publish_note", "k", "--inject", "zzz=ok"], "has no state 'zzz'"),
-        (["run", "publish_note", "k", "--input", "{oops"], "--input is not valid JSON"),
+        (
+            ["run", "nope", "k"],
+            "unknown workflow 'nope'; registered workflows: session_delete, session_reset",
+        ),
+        (["reset", "main", "--inject", "acp_cancel"], "expected STEP=OUTCOME"),
+        (["reset", "main", "--inject", "zzz=ok"], "has no state 'zzz'"),
+        (["run", "session_reset", "k", "--input", "{oops"], "--input is not valid JSON"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -127,7 +120,8 @@ def test_workflows_lists_names_and_fingerprints(capsys: pytest.CaptureFixture[st
     code, out, _ = _run(capsys, "workflows", "--json")
     rows = orjson.loads(out)
     assert code == 0
-    assert rows[0]["name"] == "publish_note" and len(rows[0]["fingerprint"]) == 16
+    assert [r["name"] for r in rows] == ["session_reset", "session_delete"]
+    assert all(len(r["fingerprint"]) == 16 for r in rows)
 
 
 def test_parse_injections() -> None:
@@ -148,11 +142,11 @@ def test_console_script_and_module_both_explain_themselves() -> None:
             env={**os.environ},
         )
         assert done.returncode == 0, done.stderr
-        for command in ("run", "recover", "demo", "workflows"):
+        for command in ("run", "recover", "demo", "workflows", "reset", "delete"):
             assert command in done.stdout
 
 
-def test_demo_shows_success_failure_and_recovery(tmp_path: Path) -> None:
+def test_demo_shows_reset_delete_failure_and_recovery(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "demo", "--state-dir", str(tmp_path / "st")],
         capture_output=True,
@@ -162,7 +156,27 @@ def test_demo_shows_success_failure_and_recovery(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "succeeded" in done.stdout
-    assert "failed UNAVAILABLE" in done.stdout
-    assert "recovered: run" in done.stdout
-    assert "notes written: 2" in done.stdout
+    out = done.stdout
+    assert "1. reset 'main'" in out and "ok: agent:main:main" in out
+    assert "deleted=True" in out and ".deleted." in out
+    assert "failed: UNAVAILABLE" in out and "store unchanged" in out
+    assert "child ended with status -9" in out and "succeeded" in out
+    # A second demo on its own directory starts over instead of refusing.
+    again = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "demo", "--state-dir", str(tmp_path / "st")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_demo_refuses_a_directory_it_did_not_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    code, _, err = _run(capsys, "demo", "--state-dir", str(tmp_path))
+    assert code == 2 and "not a demo directory" in err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="force a step's outcome (ok, timeout, error) without running it "
         "(e.g. acp_cancel=timeout); repeatable",
     )
+    p.add_argument(
+        "--store-lock-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for another process's sessions.json.lock (default: 10)",
+    )
     add_common_options(p)
 
 
@@ -101,7 +109,7 @@ def _delete_options(p: argparse.ArgumentParser) -> None:
 
 async def _reset(args: argparse.Namespace) -> int:
     force = parse_injections(args.inject)
-    async with open_session_service(args.state_dir) as service:
+    async with open_session_service(args.state_dir, lock_wait=args.store_lock_wait) as service:
         reply = await service.reset(
             args.key, reason=args.reason, command_source="cli:reset", force=force
         )
@@ -110,7 +118,7 @@ async def _reset(args: argparse.Namespace) -> int:
 
 async def _delete(args: argparse.Namespace) -> int:
     force = parse_injections(args.inject)
-    async with open_session_service(args.state_dir) as service:
+    async with open_session_service(args.state_dir, lock_wait=args.store_lock_wait) as service:
         reply = await service.delete(
             args.key,
             delete_transcript=not args.keep_transcript,
@@ -131,8 +139,10 @@ def exit_code(reply: dict[str, Any]) -> int:
 def _report(reply: dict[str, Any], as_json: bool, what: str) -> int:
     if as_json:
         emit_json(reply)
-    else:
+    elif reply["ok"]:
         print(describe(reply, what))
+    else:
+        print(f"orchestrator: {describe(reply, what)}", file=sys.stderr)
     return exit_code(reply)
 
 

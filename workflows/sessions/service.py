@@ -161,10 +161,13 @@ def journal_dir(state_dir: Path) -> Path:
 
 @asynccontextmanager
 async def open_session_service(
-    state_dir: Path | str, *, host: SessionHost | None = None
+    state_dir: Path | str, *, host: SessionHost | None = None, lock_wait: float = 10.0
 ) -> AsyncIterator[SessionService]:
-    """A service on the file journal of ``state_dir`` and (by default) its local host."""
+    """A service on the file journal of ``state_dir`` and (by default) its local host.
+
+    ``lock_wait``: how long the local host waits for another process's store lock.
+    """
     state_dir = _expand(state_dir)
     journal = await FileJournal.open(journal_dir(state_dir))
     async with open_engine(journal) as engine:
-        yield SessionService(engine, host or LocalHost(state_dir))
+        yield SessionService(engine, host or LocalHost(state_dir, lock_wait=lock_wait))

@@ -16,7 +16,7 @@ from typing import Literal
 
 import orjson
 
-from orchestrator import failpoint, file_ops
+from orchestrator import failpoint, file_ops, remove_stale_temps
 
 __all__ = (
     "HEADER_VERSION",
@@ -94,6 +94,8 @@ def write_header(path: Path, session_id: str, at_ms: int, cwd: str) -> bool:
     """
     if os.path.lexists(path):
         return False
+    # The caller holds the run's key lock, so no one else writes this transcript now.
+    remove_stale_temps(path)
     header = {
         "type": "session",
         "version": HEADER_VERSION,

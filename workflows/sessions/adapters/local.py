@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from orchestrator import atomic_write, ensure_dir, file_ops
+from orchestrator import atomic_write, ensure_dir, file_ops, remove_stale_temps
 from orchestrator.errors import CorruptFile, UsageError
 
 from ..config import AGENT_ID, SessionsConfig, load_config
@@ -104,6 +104,7 @@ class LocalStore:
         path = self.store_path(agent_id)
         ensure_dir(path.parent)
         async with hold_store_lock(path, wait=self.lock_timeout):
+            remove_stale_temps(path)
             doc = read_store(path)
             result = mutate(doc)
             if doc.changed:
@@ -140,6 +141,14 @@ class LocalBindings:
         self.farewells = self.dir / "farewells.jsonl"
 
     async def unbind(self, key: str, *, kind: str, reason: str, farewell_id: str) -> list[str]:
+        ensure_dir(self.dir)
+        # Other keys' resets may unbind at the same time, in other processes: the file's
+        # read-modify-write is done under its own lock file, like the session store's.
+        async with hold_store_lock(self.path):
+            remove_stale_temps(self.path)
+            return self._unbind(key, kind, reason, farewell_id)
+
+    def _unbind(self, key: str, kind: str, reason: str, farewell_id: str) -> list[str]:
         bindings = self._load()
         mine = [b for b in bindings if str(b.get("targetSessionKey", "")).lower() == key.lower()]
         if not mine:
@@ -211,14 +220,16 @@ class LocalBindings:
 class LocalHost:
     """The embedded default host on ``state_dir``."""
 
-    def __init__(self, state_dir: Path, config: SessionsConfig | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, config: SessionsConfig | None = None, *, lock_wait: float = 10.0
+    ) -> None:
         self.state_dir = state_dir
         self.config = config or load_config(state_dir)
         self.runtime = LocalRuntime()
         self.acp = LocalAcp()
         self.hooks = LocalHooks()
         self.bindings = LocalBindings(state_dir)
-        self.store = LocalStore(state_dir)
+        self.store = LocalStore(state_dir, lock_timeout=lock_wait)
         self.transcripts = LocalTranscripts(state_dir)
 
     def now_ms(self) -> int:
