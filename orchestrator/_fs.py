@@ -148,7 +148,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     Call it only while holding whatever lock guards writes to ``path``: a temp file of a live
     writer would otherwise be pulled from under it.
     """
-    removed = []
+    removed: list[Path] = []
     prefix = f".{path.name}."
     try:
         names = os.listdir(path.parent)
