@@ -13,8 +13,7 @@ import anyio
 import orjson
 import pytest
 
-from orchestrator import Engine, MemoryJournal, RunFinished, StepFinished
-from orchestrator._journal.records import EffectPlanned
+from orchestrator import EffectPlanned, Engine, MemoryJournal, Outcome, RunFinished, StepFinished
 from orchestrator.testing import FakeClock
 from workflows.session_reset import make_session_reset
 from workflows.sessions.adapters.memory import MemoryHost
@@ -61,15 +60,11 @@ class Rig:
         return [(r.step, r.outcome) for r in self.records(run_id) if isinstance(r, StepFinished)]
 
     def finished(self, run_id: str, step: str) -> list[StepFinished]:
-        return [
-            r for r in self.records(run_id) if isinstance(r, StepFinished) and r.step == step
-        ]
+        return [r for r in self.records(run_id) if isinstance(r, StepFinished) and r.step == step]
 
     def planned(self, run_id: str, name: str) -> list[Any]:
         return [
-            r.value
-            for r in self.records(run_id)
-            if isinstance(r, EffectPlanned) and r.name == name
+            r.value for r in self.records(run_id) if isinstance(r, EffectPlanned) and r.name == name
         ]
 
     def end(self, run_id: str) -> RunFinished:
@@ -145,7 +140,7 @@ def fail_reply(reply: dict[str, Any], message: str) -> None:
 @dataclass(frozen=True)
 class Forced:
     state: str
-    outcome: str
+    outcome: Outcome
     #: None: the run goes on and succeeds; else the UNAVAILABLE message it fails with.
     fails_with: str | None = None
     #: Attempts of ``state`` the table allows (retry budget) before moving on.
@@ -181,7 +176,7 @@ async def test_forced_outcome_leads_where_the_table_says(case: Forced) -> None:
     rig = make_rig()
     old_id, _ = full_setup(rig)
     before = rig.store_bytes()
-    reply = await rig.service.reset(KEY, force={case.state: case.outcome})  # type: ignore[dict-item]
+    reply = await rig.service.reset(KEY, force={case.state: case.outcome})
     (run_id,) = rig.run_ids()
     assert reply["run_id"] == run_id
     upto = STEPS.index(case.state)
@@ -189,9 +184,10 @@ async def test_forced_outcome_leads_where_the_table_says(case: Forced) -> None:
     if case.fails_with is None:
         expected += [(s, "ok") for s in STEPS[upto + 1 :]]
     assert rig.path(run_id) == expected
-    forced = rig.finished(run_id, case.state)
-    assert all(r.forced for r in forced)
-    assert all(not r.forced for r in rig.finished(run_id, STEPS[upto - 1])) if upto else True
+    finished = [r for r in rig.records(run_id) if isinstance(r, StepFinished)]
+    assert {r.step for r in finished if r.forced} == {case.state}
+    history = rig.journal.history(run_id)
+    assert history is not None and history.started.forced == {case.state: case.outcome}
     if case.fails_with is None:
         assert reply["ok"] is True and reply["key"] == CANONICAL
         assert rig.end(run_id).status == "succeeded"
@@ -301,9 +297,7 @@ async def test_host_outcome_leads_where_the_table_says(case: Control) -> None:
         return
     assert reply["ok"] is True
     assert rig.end(run_id).status == "succeeded"
-    assert rig.path(run_id)[upto + len(case.outcomes) :] == [
-        (s, "ok") for s in STEPS[upto + 1 :]
-    ]
+    assert rig.path(run_id)[upto + len(case.outcomes) :] == [(s, "ok") for s in STEPS[upto + 1 :]]
     new_entry = rig.host.store.entries()[CANONICAL]
     assert new_entry == reply["entry"] and new_entry["sessionId"] != old_id
 
@@ -321,8 +315,25 @@ async def test_archive_failure_rolls_forward_and_loses_nothing() -> None:
     assert rig.finished(run_id, "unbind")[-1].outcome == "ok"
     # The entry stays rotated (no rollback); the old transcript is still where it was.
     assert rig.host.store.entries()[CANONICAL]["sessionId"] == reply["entry"]["sessionId"]
+    assert reply["entry"]["sessionId"] != old_id
     assert rig.host.transcripts.files[old_path] == old_bytes
     assert CANONICAL not in rig.host.bindings.threads
+    # The new session's transcript exists all the same (#46250: none was ever written).
+    new_file = Path(reply["entry"]["sessionFile"])
+    header = orjson.loads(rig.host.transcripts.files[new_file].splitlines()[0])
+    assert header["id"] == reply["entry"]["sessionId"]
+
+
+async def test_a_failed_tab_close_is_recorded_and_does_not_fail_the_reset() -> None:
+    rig = make_rig()
+    full_setup(rig)
+    rig.host.controls.modes["runtime.close_browser_tabs"] = "fail"
+    reply = await rig.service.reset(KEY)
+    assert reply["ok"] is True
+    (run_id,) = rig.run_ids()
+    (cleanup,) = rig.finished(run_id, "runtime_cleanup")
+    assert cleanup.outcome == "ok"
+    assert str(cleanup.result["tabs_closed"]).startswith("error: RuntimeError")
 
 
 # -- hook_fired ----------------------------------------------------------------------------
@@ -595,14 +606,22 @@ async def test_subagent_ended_fires_once_even_when_the_unbind_step_is_retried() 
 
 async def test_reset_rotates_the_entry_archives_and_writes_the_new_header() -> None:
     rig = make_rig()
-    other_id, other_path = seed(rig.host, "agent:main:other", label="other", custom={"k": 1})
+    other_id, other_path = seed(rig.host, "agent:main:other")
     old_id, old_path = seed(
         rig.host, CANONICAL, label="dev", compactionCount=3, contextTokens=9, unknownField=1
     )
     old_bytes = rig.host.transcripts.files[old_path]
-    other_raw = orjson.dumps(rig.host.store.entries()["agent:main:other"], option=2)
-    other_raw = other_raw.replace(b"\n", b"\n  ")
-    assert other_raw in rig.store_bytes()
+    # The other entry as another writer laid it out: spacing, key order, number spelling.
+    other_raw = b'{ "updatedAt": 1.7e12, "sessionId": "%s",\n "sessionFile": "%s", "x": [1,2] }' % (
+        other_id.encode(),
+        str(other_path).encode(),
+    )
+    dev_raw = orjson.dumps(rig.host.store.entries()[CANONICAL])
+    rig.host.store.files["main"] = (
+        (b'{\n  "agent:main:other": ' + other_raw + b',\n  "' + CANONICAL.encode() + b'": ')
+        + dev_raw
+        + b"\n}\n"
+    )
 
     reply = await rig.service.reset(KEY)
     (run_id,) = rig.run_ids()

@@ -130,11 +130,18 @@ async def archive(ctx: StepContext) -> dict[str, Any]:
     """Move the old transcript aside (exact planned paths), then write the new header."""
     host: SessionHost = ctx.deps
     plan = await ctx.plan("commit", _missing_plan, type=ResetPlan)
-    outcomes = {}
+    outcomes: dict[str, str] = {}
+    failed: list[str] = []
     for src, dst in plan.archive:
-        outcomes[dst] = host.transcripts.archive(Path(src), Path(dst), plan.new_session_id)
+        try:
+            outcomes[dst] = host.transcripts.archive(Path(src), Path(dst), plan.new_session_id)
+        except OSError as exc:  # the header still goes in below (a lost transcript: #46250)
+            outcomes[dst] = f"error: {exc}"
+            failed.append(f"{src}: {exc}")
         ctx.failpoint("moved")
     header = host.transcripts.write_header(Path(plan.session_file), plan.new_session_id, plan.at_ms)
+    if failed:
+        raise OSError(f"could not archive {'; '.join(failed)} (the new transcript is in place)")
     archived = [dst for dst, what in outcomes.items() if what in ("moved", "already_moved")]
     return {"archived": archived, "moves": outcomes, "header_written": header}
 

@@ -45,10 +45,12 @@ async def runtime_cleanup(ctx: StepContext) -> dict[str, Any]:
         # Whatever the outcome, even when the timeout cancels the wait.
         with anyio.CancelScope(shield=True):
             await host.runtime.clear_bootstrap(request.canonical)
-    tab_keys = list(
-        dict.fromkeys([request.key, *keys, *([snap.session_id] if snap.session_id else [])])
-    )
-    closed = await host.runtime.close_browser_tabs([k for k in tab_keys if k])
+    tab_keys = [request.key, *keys, *([snap.session_id] if snap.session_id else [])]
+    closed: int | str
+    try:
+        closed = await host.runtime.close_browser_tabs(list(dict.fromkeys(tab_keys)))
+    except Exception as exc:  # tabs are closed at most once; a failure is only recorded
+        closed = f"error: {type(exc).__name__}: {exc}"
     return {
         "queued_dropped": dropped,
         "subagents_stopped": stopped,

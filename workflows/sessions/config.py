@@ -24,7 +24,7 @@ __all__ = ("AGENT_ID", "SessionsConfig", "load_config")
 DEFAULT_PROVIDER = "anthropic"
 DEFAULT_MODEL = "claude-opus-4-6"
 
-AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.ASCII)
 
 
 class SessionsConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,8 +65,8 @@ def _from_doc(doc: dict[str, Any], state_dir: Path) -> SessionsConfig:
     session = _section(doc, "session")
     agents_doc = _section(doc, "agents")
     listed = [a for a in agents_doc.get("list", []) if isinstance(a, dict) and a.get("id")]
-    ids = [str(a["id"]).strip().lower() for a in listed]
-    default = next((str(a["id"]).lower() for a in listed if a.get("default")), None)
+    ids = [_agent_id(a["id"]) for a in listed]
+    default = next((_agent_id(a["id"]) for a in listed if a.get("default")), None)
     models: dict[str, tuple[str | None, str | None]] = {}
     fallback = _model_ref(_section(agents_doc, "defaults").get("model"))
     if fallback != (None, None):
@@ -74,7 +74,7 @@ def _from_doc(doc: dict[str, Any], state_dir: Path) -> SessionsConfig:
     for agent in listed:
         ref = _model_ref(agent.get("model"))
         if ref != (None, None):
-            models[str(agent["id"]).lower()] = ref
+            models[_agent_id(agent["id"])] = ref
     scope: Literal["per-sender", "global"] = (
         "global" if session.get("scope") == "global" else "per-sender"
     )
@@ -84,6 +84,10 @@ def _from_doc(doc: dict[str, Any], state_dir: Path) -> SessionsConfig:
     return SessionsConfig(
         default_agent=default_agent, main_key=main_key, scope=scope, agents=known, models=models
     )
+
+
+def _agent_id(value: Any) -> str:
+    return str(value).strip().lower()
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -105,4 +109,4 @@ def _agent_dirs(state_dir: Path) -> tuple[str, ...]:
         names = sorted(p.name for p in (state_dir / "agents").iterdir() if p.is_dir())
     except OSError:
         return ()
-    return tuple(n for n in names if AGENT_ID.match(n))
+    return tuple(n for n in names if AGENT_ID.fullmatch(n))

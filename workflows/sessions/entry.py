@@ -20,7 +20,7 @@ __all__ = (
 )
 
 #: Session ids are validated before any path is built from them.
-SESSION_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
+SESSION_ID: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}", re.IGNORECASE | re.ASCII)
 
 #: Fields a reset copies from the current entry, in the order they are written.
 COPIED_FIELDS: Final = (
@@ -92,7 +92,7 @@ DROPPED_EXAMPLES: Final = (
 
 
 def valid_session_id(value: object) -> bool:
-    return isinstance(value, str) and SESSION_ID.match(value) is not None
+    return isinstance(value, str) and SESSION_ID.fullmatch(value) is not None
 
 
 def reset_entry(

@@ -32,7 +32,7 @@ __all__ = (
     "store_keys",
 )
 
-_AGENT_OK = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$", re.IGNORECASE)
+_AGENT_OK = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}", re.IGNORECASE | re.ASCII)
 _AGENT_BAD_RUN = re.compile(r"[^a-z0-9_-]+")
 MAX_KEY_LENGTH = 512
 
@@ -41,7 +41,7 @@ def normalize_agent_id(value: str) -> str:
     value = value.strip()
     if not value:
         return "main"
-    if _AGENT_OK.match(value):
+    if _AGENT_OK.fullmatch(value):
         return value.lower()
     cleaned = _AGENT_BAD_RUN.sub("-", value.lower()).strip("-")[:64]
     return cleaned or "main"
@@ -97,8 +97,6 @@ def store_keys(
 ) -> list[str]:
     """Every key ``raw``'s session may be stored under, canonical first (see module doc)."""
     key = raw.strip()
-    if canonical in ("global", "unknown"):
-        return [canonical, key] if key and key != canonical else [canonical]
     keys = dict.fromkeys([canonical, key])
     targets = [canonical] + ([key] if key != canonical else [])
     if canonical == f"agent:{agent_id}:{config.main_key}":

@@ -77,7 +77,8 @@ class SessionService:
         result = await self._run(SESSION_RESET.name, target, request, command_source, force)
         if not result.ok:
             return _failure(result)
-        entry = result.results["store_mutation"]["entry"]
+        # A commit forced "ok" (fault injection) did not run, so there is no entry to show.
+        entry = (result.results.get("store_mutation") or {}).get("entry")
         return {"ok": True, "key": target.canonical, "entry": entry, "run_id": result.run_id}
 
     async def delete(
@@ -115,8 +116,9 @@ class SessionService:
         result = await self._run(SESSION_DELETE.name, target, request, command_source, force)
         if not result.ok:
             return _failure(result)
-        deleted = bool(result.results["store_mutation"]["had_entry"])
-        archived = result.results.get("archive", {}).get("archived", [])
+        # Steps forced "ok" (fault injection) did not run and left no result.
+        deleted = bool((result.results.get("store_mutation") or {}).get("had_entry"))
+        archived = (result.results.get("archive") or {}).get("archived", [])
         return {
             "ok": True,
             "key": target.canonical,

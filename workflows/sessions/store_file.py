@@ -100,6 +100,10 @@ def parse_store(data: bytes, path: Path) -> StoreDoc:
     if not data.strip():
         raise CorruptFile(path, "the file is empty (a crash may have cut it)")
     try:
+        data.decode("utf-8")  # raw entries are not decoded up front, so check the text here
+    except UnicodeDecodeError as exc:
+        raise CorruptFile(path, f"not UTF-8 text (byte {exc.start})") from None
+    try:
         members: dict[str, msgspec.Raw | dict[str, Any]] = dict(_decoder.decode(data))
     except msgspec.DecodeError as exc:
         raise CorruptFile(path, f"not a JSON object of sessions ({exc})") from None

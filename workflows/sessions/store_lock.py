@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import orjson
+from anyio.lowlevel import RunVar
 
 from orchestrator import failpoint, file_ops
 
@@ -36,14 +37,24 @@ class StoreLocked(Exception):
         )
 
 
-_local_locks: dict[Path, anyio.Lock] = {}
+# Per event loop: a lock made under one loop (asyncio, trio) cannot be used under another.
+_local_locks: RunVar[dict[Path, anyio.Lock]] = RunVar("store_locks")
+
+
+def _local_lock(path: Path) -> anyio.Lock:
+    try:
+        locks = _local_locks.get()
+    except LookupError:
+        locks = {}
+        _local_locks.set(locks)
+    return locks.setdefault(path, anyio.Lock())
 
 
 @asynccontextmanager
 async def hold_store_lock(store: Path, *, wait: float = 10.0) -> AsyncIterator[None]:
     """Hold ``<store>.lock`` (and an in-process lock, so this process never polls itself)."""
     lock_path = store.with_name(store.name + ".lock")
-    local = _local_locks.setdefault(lock_path, anyio.Lock())
+    local = _local_lock(lock_path)
     async with local:
         await _acquire(lock_path, wait)
         try:
@@ -88,7 +99,9 @@ def _stale_holder(lock_path: Path) -> str | None:
     except FileNotFoundError:
         return None
     pid = _pid_of(raw)
-    if pid is not None and _alive(pid):
+    # Our own pid: no task of this process holds the lock (the in-process lock is ours), so
+    # it is an orphan, e.g. of a crashed predecessor that had the same pid in a container.
+    if pid is not None and pid != os.getpid() and _alive(pid):
         return f"pid {pid}"
     if pid is None and time.time() - before.st_mtime < STALE_WITHOUT_PID:
         return "a process that has not written its pid yet"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from orchestrator import atomic_write, ensure_dir, file_ops, remove_stale_temps
+from orchestrator import atomic_write, ensure_dir, failpoint, file_ops, remove_stale_temps
 from orchestrator.errors import CorruptFile, UsageError
 
 from ..config import AGENT_ID, SessionsConfig, load_config
@@ -82,7 +82,7 @@ class LocalStore:
         self.lock_timeout = lock_timeout
 
     def sessions_dir(self, agent_id: str) -> Path:
-        if not AGENT_ID.match(agent_id):  # never build a path from an unchecked id
+        if not AGENT_ID.fullmatch(agent_id):  # never build a path from an unchecked id
             raise UsageError(f"invalid agent id {agent_id!r}")
         path = self.state_dir / "agents" / agent_id / "sessions"
         check_no_symlinks(self.state_dir, path)
@@ -215,6 +215,7 @@ class LocalBindings:
             ops.fsync(fd)
         finally:
             ops.close(fd)
+        failpoint("farewell.sent")
 
 
 class LocalHost:
