@@ -48,6 +48,7 @@ from ._spec import Fail as Fail
 from ._spec import Outcome as Outcome
 from ._spec import Retry as Retry
 from ._spec import State as State
+from ._spec import StepFn as StepFn
 from ._spec import Succeed as Succeed
 from ._spec import WorkflowSpec as WorkflowSpec
 from ._spec import fail as fail
@@ -88,6 +89,7 @@ __all__ = (
     "State",
     "StepContext",
     "StepFinished",
+    "StepFn",
     "StepStarted",
     "Succeed",
     "SystemClock",

@@ -22,6 +22,7 @@ __all__ = (
     "Outcome",
     "Retry",
     "State",
+    "StepFn",
     "Succeed",
     "Target",
     "WorkflowSpec",

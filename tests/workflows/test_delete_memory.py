@@ -8,106 +8,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from orchestrator import EffectPlanned, Engine, MemoryJournal, Outcome, RunFinished, StepFinished
-from orchestrator.testing import FakeClock
+from orchestrator import Outcome, StepFinished
+from tests.workflows.memory_rig import (
+    CANONICAL,
+    KEY,
+    SESSIONS,
+    SHORT,
+    STILL_ACTIVE,
+    fail_reply,
+    full_setup,
+    make_rig,
+    seed,
+    transcript,
+)
 from workflows.session_delete import make_session_delete
-from workflows.sessions.adapters.memory import MemoryHost
-from workflows.sessions.service import SessionService
 
 pytestmark = pytest.mark.anyio
 
-SESSIONS = Path("/memory/agents/main/sessions")
-KEY = "discord:group:dev"
-CANONICAL = "agent:main:discord:group:dev"
-STILL_ACTIVE = f"Session {KEY} is still active; try again in a moment."
 STEPS = ("runtime_cleanup", "acp_cancel", "acp_close", "store_mutation", "archive", "unbind")
-SHORT = 0.05  # seconds; only for the paths where an operation hangs until its timeout
 DELETED_SUFFIX = re.compile(r"\.deleted\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}Z$")
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Rig:
-    host: MemoryHost
-    journal: MemoryJournal
-    engine: Engine
-    service: SessionService
-
-    def run_ids(self) -> list[str]:
-        return [r.run_id for r in self.journal.records if isinstance(r, RunFinished)]
-
-    def records(self, run_id: str) -> list[Any]:
-        history = self.journal.history(run_id)
-        assert history is not None
-        return list(history.records)
-
-    def path(self, run_id: str) -> list[tuple[str, str]]:
-        return [(r.step, r.outcome) for r in self.records(run_id) if isinstance(r, StepFinished)]
-
-    def finished(self, run_id: str, step: str) -> list[StepFinished]:
-        return [r for r in self.records(run_id) if isinstance(r, StepFinished) and r.step == step]
-
-    def planned(self, run_id: str, name: str) -> list[Any]:
-        return [
-            r.value for r in self.records(run_id) if isinstance(r, EffectPlanned) and r.name == name
-        ]
-
-    def end(self, run_id: str) -> RunFinished:
-        last = self.records(run_id)[-1]
-        assert isinstance(last, RunFinished)
-        return last
-
-    def store_bytes(self) -> bytes:
-        return self.host.store.files["main"]
-
-
-def make_rig(**timeouts: float) -> Rig:
-    host = MemoryHost()
-    journal = MemoryJournal()
-    engine = Engine(journal, clock=FakeClock())
-    service = SessionService(engine, host)
-    if timeouts:
-        engine.register(make_session_delete(**timeouts), host)
-    return Rig(host, journal, engine, service)
-
-
-def transcript(session_id: str, *lines: str) -> bytes:
-    header = {"type": "session", "version": 3, "id": session_id, "timestamp": "t", "cwd": "/"}
-    body = [orjson.dumps(header)] + [orjson.dumps({"type": "message", "text": t}) for t in lines]
-    return b"\n".join(body) + b"\n"
-
-
-def seed(
-    host: MemoryHost, key: str, *, session_id: str | None = None, **fields: Any
-) -> tuple[str, Path]:
-    """Store an entry under ``key`` (other entries kept) with its transcript; (id, path)."""
-    sid = session_id or str(uuid.uuid4())
-    path = SESSIONS / f"{sid}.jsonl"
-    host.transcripts.files[path] = transcript(sid, f"hello from {key}", "bye")
-    store = host.store.entries()
-    store[key] = {"sessionId": sid, "sessionFile": str(path), "updatedAt": 1_700_000_000_000}
-    store[key].update(fields)
-    host.store.put("main", store)
-    return sid, path
-
-
-def full_setup(rig: Rig) -> tuple[str, Path]:
-    """An entry that makes every step do real work: ACP meta, hooks, thread bindings."""
-    rig.host.hooks.command_handlers = True
-    rig.host.hooks.subagent_handlers = True
-    rig.host.bindings.threads[CANONICAL] = ["thread-1", "thread-2"]
-    seed(rig.host, "agent:main:other", label="other")
-    return seed(rig.host, CANONICAL, label="dev", acp={"backend": "acpx", "state": "idle"})
-
-
-def fail_reply(reply: dict[str, Any], message: str) -> None:
-    assert reply["ok"] is False
-    assert reply["error"] == {"code": "UNAVAILABLE", "message": message}
 
 
 # -- guards: nothing starts ----------------------------------------------------------------
@@ -481,7 +405,7 @@ CONTROLS = [
 
 @pytest.mark.parametrize("case", CONTROLS, ids=lambda c: f"{c.op}={c.mode}")
 async def test_host_outcome_leads_where_the_table_says(case: Control) -> None:
-    rig = make_rig(**({case.timeout: SHORT} if case.timeout else {}))
+    rig = make_rig(make_session_delete, **({case.timeout: SHORT} if case.timeout else {}))
     _, path = full_setup(rig)
     data = rig.host.transcripts.files[path]
     rig.host.controls.modes[case.op] = case.mode
@@ -509,7 +433,7 @@ async def test_host_outcome_leads_where_the_table_says(case: Control) -> None:
 
 
 async def test_an_active_run_that_never_ends_refuses_the_delete() -> None:
-    rig = make_rig(cleanup_timeout=SHORT)
+    rig = make_rig(make_session_delete, cleanup_timeout=SHORT)
     sid, path = full_setup(rig)
     rig.host.runtime.active_runs.add(sid)
     before = rig.store_bytes()

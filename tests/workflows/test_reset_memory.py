@@ -13,18 +13,25 @@ import anyio
 import orjson
 import pytest
 
-from orchestrator import EffectPlanned, Engine, MemoryJournal, Outcome, RunFinished, StepFinished
+from orchestrator import Engine, Outcome, StepFinished
 from orchestrator.testing import FakeClock
+from tests.workflows.memory_rig import (
+    CANONICAL,
+    KEY,
+    SESSIONS,
+    SHORT,
+    STILL_ACTIVE,
+    fail_reply,
+    full_setup,
+    make_rig,
+    seed,
+    transcript,
+)
 from workflows.session_reset import make_session_reset
-from workflows.sessions.adapters.memory import MemoryHost
 from workflows.sessions.service import SessionService
 
 pytestmark = pytest.mark.anyio
 
-SESSIONS = Path("/memory/agents/main/sessions")
-KEY = "discord:group:dev"
-CANONICAL = "agent:main:discord:group:dev"
-STILL_ACTIVE = f"Session {KEY} is still active; try again in a moment."
 STEPS = (
     "hook_fired",
     "runtime_cleanup",
@@ -34,76 +41,9 @@ STEPS = (
     "archive",
     "unbind",
 )
-SHORT = 0.05  # seconds; only for the paths where an operation hangs until its timeout
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Rig:
-    host: MemoryHost
-    journal: MemoryJournal
-    engine: Engine
-    service: SessionService
-
-    def run_ids(self) -> list[str]:
-        return [r.run_id for r in self.journal.records if isinstance(r, RunFinished)]
-
-    def records(self, run_id: str) -> list[Any]:
-        history = self.journal.history(run_id)
-        assert history is not None
-        return list(history.records)
-
-    def path(self, run_id: str) -> list[tuple[str, str]]:
-        """(step, outcome) of every finished step attempt, in order."""
-        return [(r.step, r.outcome) for r in self.records(run_id) if isinstance(r, StepFinished)]
-
-    def finished(self, run_id: str, step: str) -> list[StepFinished]:
-        return [r for r in self.records(run_id) if isinstance(r, StepFinished) and r.step == step]
-
-    def planned(self, run_id: str, name: str) -> list[Any]:
-        return [
-            r.value for r in self.records(run_id) if isinstance(r, EffectPlanned) and r.name == name
-        ]
-
-    def end(self, run_id: str) -> RunFinished:
-        last = self.records(run_id)[-1]
-        assert isinstance(last, RunFinished)
-        return last
-
-    def store_bytes(self) -> bytes:
-        return self.host.store.files["main"]
-
-
-def make_rig(**timeouts: float) -> Rig:
-    host = MemoryHost()
-    journal = MemoryJournal()
-    engine = Engine(journal, clock=FakeClock())
-    service = SessionService(engine, host)
-    if timeouts:
-        engine.register(make_session_reset(**timeouts), host)
-    return Rig(host, journal, engine, service)
-
-
-def transcript(session_id: str, *lines: str) -> bytes:
-    header = {"type": "session", "version": 3, "id": session_id, "timestamp": "t", "cwd": "/"}
-    body = [orjson.dumps(header)] + [orjson.dumps({"type": "message", "text": t}) for t in lines]
-    return b"\n".join(body) + b"\n"
-
-
-def seed(
-    host: MemoryHost, key: str, *, session_id: str | None = None, **fields: Any
-) -> tuple[str, Path]:
-    """Store an entry under ``key`` (other entries kept) with its transcript; (id, path)."""
-    sid = session_id or str(uuid.uuid4())
-    path = SESSIONS / f"{sid}.jsonl"
-    host.transcripts.files[path] = transcript(sid, f"hello from {key}", "bye")
-    store = host.store.entries()
-    store[key] = {"sessionId": sid, "sessionFile": str(path), "updatedAt": 1_700_000_000_000}
-    store[key].update(fields)
-    host.store.put("main", store)
-    return sid, path
 
 
 def stamp(at_ms: int) -> str:
@@ -118,20 +58,6 @@ def header_of(data: bytes) -> dict[str, Any]:
     value = orjson.loads(lines[0])
     assert isinstance(value, dict)
     return value
-
-
-def full_setup(rig: Rig) -> tuple[str, Path]:
-    """An entry that makes every step do real work: ACP meta, hooks, thread bindings."""
-    rig.host.hooks.command_handlers = True
-    rig.host.hooks.subagent_handlers = True
-    rig.host.bindings.threads[CANONICAL] = ["thread-1", "thread-2"]
-    seed(rig.host, "agent:main:other", label="other")
-    return seed(rig.host, CANONICAL, label="dev", acp={"backend": "acpx", "state": "idle"})
-
-
-def fail_reply(reply: dict[str, Any], message: str) -> None:
-    assert reply["ok"] is False
-    assert reply["error"] == {"code": "UNAVAILABLE", "message": message}
 
 
 # -- the outcome table, through the engine's force injection --------------------------------
@@ -273,7 +199,7 @@ CONTROLS = [
 
 @pytest.mark.parametrize("case", CONTROLS, ids=lambda c: f"{c.op}={c.mode}")
 async def test_host_outcome_leads_where_the_table_says(case: Control) -> None:
-    rig = make_rig(**case.timeouts)
+    rig = make_rig(make_session_reset, **case.timeouts)
     old_id, old_path = full_setup(rig)
     old_bytes = rig.host.transcripts.files[old_path]
     rig.host.controls.modes[case.op] = case.mode
@@ -424,7 +350,7 @@ async def test_command_hook_is_not_repeated_when_an_interrupted_run_resumes(
 
 
 async def test_a_run_that_never_ends_fails_the_reset_still_active() -> None:
-    rig = make_rig(cleanup_timeout=SHORT)
+    rig = make_rig(make_session_reset, cleanup_timeout=SHORT)
     sid, path = seed(rig.host, CANONICAL, acp={"backend": "acpx"})
     rig.host.runtime.active_runs.add(sid)
     before = rig.store_bytes()
@@ -523,7 +449,7 @@ async def test_acp_cancel_then_close_under_the_key_the_entry_is_stored_under(
 
 @pytest.mark.parametrize("op", ["acp.cancel", "acp.close"])
 async def test_acp_timeout_leaves_store_and_transcript_untouched(op: str) -> None:
-    rig = make_rig(acp_timeout=SHORT)
+    rig = make_rig(make_session_reset, acp_timeout=SHORT)
     _, path = seed(rig.host, CANONICAL, acp={"backend": "acpx"})
     transcript_before = rig.host.transcripts.files[path]
     rig.host.controls.modes[op] = "hang"

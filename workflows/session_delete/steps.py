@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,14 +13,10 @@ from ..sessions.keys import store_keys
 from ..sessions.paths import transcript_candidates
 from ..sessions.ports import SessionHost
 from ..sessions.snapshot import freshest, run_input
-from ..sessions.store_file import StoreDoc
-from ..sessions.transcripts import archive_path
+from ..sessions.store_file import StoreConflict, StoreDoc
+from ..sessions.transcripts import apply_moves, archive_path, archived
 
-__all__ = ("Deleted", "StoreConflict", "archive", "store_mutation", "unbind")
-
-
-class StoreConflict(Exception):
-    """The key holds another session than the one this delete captured."""
+__all__ = ("Deleted", "archive", "store_mutation", "unbind")
 
 
 class Deleted(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,12 +103,10 @@ async def archive(ctx: StepContext) -> dict[str, Any]:
         return ArchivePlan(at_ms=at, moves=moves)
 
     plan = await ctx.plan("archive", make_plan, type=ArchivePlan)
-    outcomes = {}
-    for src, dst in plan.moves:
-        outcomes[dst] = host.transcripts.archive(Path(src), Path(dst), None)
-        ctx.failpoint("moved")
-    archived = [dst for dst, what in outcomes.items() if what in ("moved", "already_moved")]
-    return {"archived": archived, "moves": outcomes}
+    outcomes, failed = apply_moves(host.transcripts.archive, plan.moves, None)
+    if failed:
+        raise OSError(f"could not archive {'; '.join(failed)}")
+    return {"archived": archived(outcomes), "moves": outcomes}
 
 
 async def unbind(ctx: StepContext) -> dict[str, Any]:

@@ -17,14 +17,10 @@ from ..sessions.keys import store_keys
 from ..sessions.paths import resolve_session_file, transcript_candidates
 from ..sessions.ports import SessionHost
 from ..sessions.snapshot import Snapshot, freshest, run_input, snapshot
-from ..sessions.store_file import StoreDoc
-from ..sessions.transcripts import archive_path
+from ..sessions.store_file import StoreConflict, StoreDoc
+from ..sessions.transcripts import apply_moves, archive_path, archived
 
-__all__ = ("ResetPlan", "StoreConflict", "archive", "hook_fired", "store_mutation", "unbind")
-
-
-class StoreConflict(Exception):
-    """The stored session is neither the one the reset started from nor the one it made."""
+__all__ = ("ResetPlan", "archive", "hook_fired", "store_mutation", "unbind")
 
 
 class ResetPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,20 +126,12 @@ async def archive(ctx: StepContext) -> dict[str, Any]:
     """Move the old transcript aside (exact planned paths), then write the new header."""
     host: SessionHost = ctx.deps
     plan = await ctx.plan("commit", _missing_plan, type=ResetPlan)
-    outcomes: dict[str, str] = {}
-    failed: list[str] = []
-    for src, dst in plan.archive:
-        try:
-            outcomes[dst] = host.transcripts.archive(Path(src), Path(dst), plan.new_session_id)
-        except OSError as exc:  # the header still goes in below (a lost transcript: #46250)
-            outcomes[dst] = f"error: {exc}"
-            failed.append(f"{src}: {exc}")
-        ctx.failpoint("moved")
+    outcomes, failed = apply_moves(host.transcripts.archive, plan.archive, plan.new_session_id)
+    # The header goes in even if a move failed: a reset must never leave no transcript (#46250).
     header = host.transcripts.write_header(Path(plan.session_file), plan.new_session_id, plan.at_ms)
     if failed:
         raise OSError(f"could not archive {'; '.join(failed)} (the new transcript is in place)")
-    archived = [dst for dst, what in outcomes.items() if what in ("moved", "already_moved")]
-    return {"archived": archived, "moves": outcomes, "header_written": header}
+    return {"archived": archived(outcomes), "moves": outcomes, "header_written": header}
 
 
 def _missing_plan() -> ResetPlan:

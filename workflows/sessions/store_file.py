@@ -21,9 +21,13 @@ import orjson
 from orchestrator import file_ops
 from orchestrator.errors import CorruptFile
 
-__all__ = ("StoreDoc", "encode_entry", "parse_store", "read_store")
+__all__ = ("StoreConflict", "StoreDoc", "encode_entry", "parse_store", "read_store")
 
 _decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class StoreConflict(Exception):
+    """The stored session is not the one a reset or delete expected: nothing is written."""
 
 
 class StoreDoc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -21,7 +22,9 @@ from orchestrator import failpoint, file_ops, remove_stale_temps
 __all__ = (
     "HEADER_VERSION",
     "MoveOutcome",
+    "apply_moves",
     "archive_path",
+    "archived",
     "iso_utc",
     "move_no_overwrite",
     "read_header_id",
@@ -84,6 +87,32 @@ def move_no_overwrite(src: Path, dst: Path, *, new_session_id: str | None = None
     ops.fsync_dir(dst.parent)
     failpoint("archive.dir_synced")
     return "moved"
+
+
+def apply_moves(
+    archive: Callable[[Path, Path, str | None], str],
+    moves: Iterable[tuple[str, str]],
+    new_session_id: str | None,
+) -> tuple[dict[str, str], list[str]]:
+    """Do the planned ``(src, dst)`` moves with ``archive``; (outcome by dst, failures).
+
+    A move that fails does not stop the others: each is independent and probes first.
+    """
+    outcomes: dict[str, str] = {}
+    failed: list[str] = []
+    for src, dst in moves:
+        try:
+            outcomes[dst] = archive(Path(src), Path(dst), new_session_id)
+        except OSError as exc:
+            outcomes[dst] = f"error: {exc}"
+            failed.append(f"{src}: {exc}")
+        failpoint("archive.moved")
+    return outcomes, failed
+
+
+def archived(outcomes: dict[str, str]) -> list[str]:
+    """The destinations that now hold an archived transcript."""
+    return [dst for dst, what in outcomes.items() if what in ("moved", "already_moved")]
 
 
 def write_header(path: Path, session_id: str, at_ms: int, cwd: str) -> bool:
