@@ -36,8 +36,10 @@ class Command:
     name: str
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Awaitable[int]]
+    run: Callable[[argparse.Namespace], Awaitable[int]] | None
     description: str = ""
+    #: Commands under this one (``orchestrator runs list``); ``run`` is then None.
+    subcommands: Sequence[Command] = ()
 
 
 @runtime_checkable

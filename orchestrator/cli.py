@@ -195,7 +195,12 @@ def _builtin_commands() -> list[Command]:
         )
         add_common_options(p)
 
+    from ._cli_diagram import diagram_commands
+    from ._cli_views import view_commands
+
     return [
+        *view_commands(),
+        *diagram_commands(),
         Command("run", "run a workflow on a key", configure_run, _cmd_run),
         Command(
             "recover",
@@ -217,14 +222,21 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
         prog="orchestrator",
         description="Run operational procedures as journaled, resumable state machines.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_commands(parser, commands)
+    return parser
+
+
+def _add_commands(parser: argparse.ArgumentParser, commands: Sequence[Command]) -> None:
+    sub = parser.add_subparsers(dest=f"command_{id(parser)}", metavar="COMMAND", required=True)
     for command in commands:
         p = sub.add_parser(
             command.name, help=command.help, description=command.description or command.help
         )
         command.configure(p)
-        p.set_defaults(handler=command.run)
-    return parser
+        if command.subcommands:
+            _add_commands(p, command.subcommands)
+        else:
+            p.set_defaults(handler=command.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
