@@ -1,11 +1,12 @@
 # make demo: run the demo on ./state.  make test: the whole test suite.  make lint: ruff + mypy.
+# make diagrams: regenerate diagrams/ from the workflows (a test fails when they are stale).
 # The first use creates .venv and installs the project into it (again when pyproject.toml changes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint diagrams clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || \
@@ -19,6 +20,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+diagrams: $(STAMP)
+	$(BIN)/orchestrator diagram --update --dir diagrams
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator workflows tests benchmarks

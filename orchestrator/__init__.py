@@ -35,6 +35,7 @@ from ._ports import Clock as Clock
 from ._ports import IdFactory as IdFactory
 from ._ports import Journal as Journal
 from ._registry import Command as Command
+from ._registry import DiagramExample as DiagramExample
 from ._registry import WorkflowPlugin as WorkflowPlugin
 from ._registry import load_plugins as load_plugins
 from ._runner import Engine as Engine
@@ -65,6 +66,7 @@ __all__ = (
     "Command",
     "Decision",
     "DecisionTable",
+    "DiagramExample",
     "EffectApplied",
     "EffectPlanned",
     "Engine",

@@ -18,9 +18,17 @@ from .errors import UsageError
 if TYPE_CHECKING:
     import argparse
 
+    from ._journal.history import RunHistory
     from ._spec import WorkflowSpec
 
-__all__ = ("ENTRY_POINT_GROUP", "Command", "WorkflowPlugin", "load_plugins")
+__all__ = (
+    "ENTRY_POINT_GROUP",
+    "Command",
+    "DiagramExample",
+    "WorkflowPlugin",
+    "diagram_examples",
+    "load_plugins",
+)
 
 ENTRY_POINT_GROUP = "orchestrator.workflows"
 
@@ -42,6 +50,19 @@ class Command:
     subcommands: Sequence[Command] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DiagramExample:
+    """A run drawn into ``diagrams/`` as an example: ``make`` runs it and returns its history.
+
+    It must be deterministic (fake clock, counting ids, memory host) so the committed diagram
+    can be checked for freshness.
+    """
+
+    name: str
+    workflow: str
+    make: Callable[[], Awaitable[RunHistory]]
+
+
 @runtime_checkable
 class WorkflowPlugin(Protocol):
     def specs(self) -> Sequence[WorkflowSpec]:
@@ -55,6 +76,12 @@ class WorkflowPlugin(Protocol):
     def commands(self) -> Sequence[Command]:
         """Extra commands for the command line."""
         ...
+
+
+def diagram_examples(plugin: WorkflowPlugin) -> Sequence[DiagramExample]:
+    """A plugin's example runs for ``diagrams/`` (optional: ``diagram_examples()``)."""
+    provide = getattr(plugin, "diagram_examples", None)
+    return list(provide()) if provide is not None else []
 
 
 def load_plugins(group: str = ENTRY_POINT_GROUP) -> list[WorkflowPlugin]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator import Command, WorkflowSpec
+from orchestrator import Command, DiagramExample, WorkflowSpec
 from orchestrator.cli import add_common_options, emit_json, parse_injections
 
 from ..session_delete import SESSION_DELETE
@@ -25,6 +25,11 @@ class SessionsPlugin:
 
     def deps(self, state_dir: Path) -> LocalHost:
         return LocalHost(state_dir)
+
+    def diagram_examples(self) -> Sequence[DiagramExample]:
+        from .examples import reset_unavailable
+
+        return [DiagramExample("session_reset.unavailable", SESSION_RESET.name, reset_unavailable)]
 
     def commands(self) -> Sequence[Command]:
         from .demo import demo, demo_options
