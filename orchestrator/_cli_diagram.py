@@ -130,9 +130,35 @@ async def expected_diagrams() -> dict[str, tuple[str, str]]:
     return expected
 
 
+README_BLOCK = "<!-- diagram: {name} (make diagrams writes this block) -->"
+
+
+def _readme_blocks(readme: Path, expected: dict[str, tuple[str, str]], *, update: bool) -> bool:
+    """Refresh (or check) the Mermaid blocks a README embeds; True if they are current."""
+    if not readme.exists():
+        return True
+    text = original = readme.read_text()
+    for stem, (mmd, _) in expected.items():
+        marker = README_BLOCK.format(name=stem)
+        start = text.find(marker)
+        if start < 0:
+            continue
+        begin = text.index("```mermaid\n", start) + len("```mermaid\n")
+        end = text.index("```", begin)
+        text = text[:begin] + mmd + text[end:]
+    if update and text != original:
+        atomic_write(readme, text.encode())
+        print(f"wrote the diagrams in {readme}")
+    return update or text == original
+
+
 async def _sync_dir(directory: Path, *, update: bool) -> int:
     stale = []
-    for stem, (mmd, dot_source) in (await expected_diagrams()).items():
+    expected = await expected_diagrams()
+    readme = directory.parent / "README.md"
+    if not _readme_blocks(readme, expected, update=update):
+        stale.append(str(readme))
+    for stem, (mmd, dot_source) in expected.items():
         mmd_path, svg_path = directory / f"{stem}.mmd", directory / f"{stem}.svg"
         if update:
             ensure_dir(directory)
