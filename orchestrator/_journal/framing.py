@@ -29,6 +29,7 @@ __all__ = (
     "HEADER_SIZE",
     "MAGIC",
     "MAX_PAYLOAD",
+    "check_encodable",
     "Damage",
     "Scan",
     "decode_header",
@@ -85,13 +86,23 @@ def _crc(salt: bytes, length: bytes, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(length, zlib.crc32(salt)))
 
 
-def encode_frame(record: Record, salt: bytes) -> bytes:
+def _payload(record: Record) -> bytes:
     payload = _encoder.encode(record)
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(
             f"record of run {record.run_id} is {len(payload)} bytes, over the "
             f"{MAX_PAYLOAD}-byte bound; keep step results and inputs small"
         )
+    return payload
+
+
+def check_encodable(record: Record) -> int:
+    """The payload size of ``record``; raises as ``encode_frame`` would if it cannot be held."""
+    return len(_payload(record))
+
+
+def encode_frame(record: Record, salt: bytes) -> bytes:
+    payload = _payload(record)
     length = _LENGTH.pack(len(payload))
     return length + _LENGTH.pack(_crc(salt, length, payload)) + payload
 

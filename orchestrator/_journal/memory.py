@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 
-from .framing import encode_frame
+from .framing import check_encodable
 from .history import RunHistory, RunIndex
 from .keylocks import LocalKeyLocks
 from .records import Record
@@ -26,8 +26,9 @@ class MemoryJournal:
         self._unsynced = False
 
     async def append(self, record: Record, *, durable: bool = False) -> None:
-        # Encoded like the file journal does, so a record it could not hold fails here too.
-        self.size += len(encode_frame(record, b""))
+        # Encoded (not framed) as the file journal would, so a record it could not hold
+        # fails here too.
+        self.size += check_encodable(record)
         self.records.append(record)
         self._index.add(record)
         self._unsynced = True
