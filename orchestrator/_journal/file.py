@@ -156,6 +156,10 @@ class FileJournal:
     def lock_key(self, key: str) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(key)
 
+    def key_held(self, key: str) -> bool:
+        """Whether a live process (this one included) holds ``key``'s lock now; never waits."""
+        return self._locks.is_held(key)
+
     # -- writing -------------------------------------------------------------------------
 
     async def append(self, record: Record, *, durable: bool = False) -> None:

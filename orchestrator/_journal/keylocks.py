@@ -56,6 +56,29 @@ class FileKeyLocks:
     def path_for(self, key: str) -> Path:
         return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
 
+    def is_held(self, key: str) -> bool:
+        """Whether a process (this one included) holds ``key`` now. Never waits or creates.
+
+        A shared flock probe: it fails at once if anyone holds the exclusive lock. The probe
+        opens its own descriptor, so closing it releases only the probe's lock.
+        """
+        path = self.path_for(key)
+        try:
+            fd = file_ops().open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+        finally:
+            file_ops().close(fd)
+        return False
+
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         async with self._local.hold(key):
