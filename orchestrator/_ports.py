@@ -36,13 +36,21 @@ class Journal(Protocol):
     """Append-only storage of run records, with an index of runs and per-key exclusion.
 
     ``append(record, durable=True)`` returns once the record (and everything appended before
-    it) survives power loss; ``durable=False`` only promises it survives the process dying.
+    it) survives power loss. ``durable=False`` promises nothing on its own: the record is
+    written with the next durable one or the next ``flush``, so a crash may lose it but never
+    leaves a gap before a durable record.
     """
 
     async def append(self, record: Record, *, durable: bool = False) -> None: ...
 
     async def sync(self) -> None:
         """Make everything appended so far durable."""
+        ...
+
+    def flush(self) -> None:
+        """Hand pending records to the operating system (no fsync): they then survive the
+        process being killed and other processes can read them. The runner calls this
+        before a step's code runs, so an attempt cut short by a crash stays on record."""
         ...
 
     def history(self, run_id: str) -> RunHistory | None: ...

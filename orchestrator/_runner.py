@@ -6,13 +6,15 @@ For each state: journal ``step_started``, run the step under a timeout (timeout 
 (``Journal.lock_key``); an unfinished run of a key is resumed before a new run of it starts.
 
 Durability: ``step_finished`` of an ``effect`` state, planned values and ``run_finished`` are
-fsynced; the rest is written at once but fsynced with the next durable record.
+durable appends; the rest rides along with the next durable record (group commit), so a
+step whose records a crash lost simply runs again, which is why steps before a planned
+effect must be safe to repeat.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +40,7 @@ from ._machine import DecisionTable
 from ._ports import Clock, IdFactory, Journal
 from ._recovery import Position, check_resumable, resume_position
 from ._spec import OUTCOMES, Outcome, State, WorkflowSpec
-from .errors import OrchestratorError, UnknownWorkflow, UsageError
+from .errors import KeyBusy, ResumeRefused, UnknownWorkflow, UsageError
 
 __all__ = ("Engine", "RecoveryReport", "RunHandle", "RunResult", "open_engine")
 
@@ -250,25 +252,54 @@ class Engine:
 
     # -- recovery ------------------------------------------------------------------------
 
-    async def recover(self, *, requested_by: str = "recover") -> RecoveryReport:
-        """Resume every unfinished run in the journal; refuse (and report) unsafe ones."""
+    async def recover(
+        self,
+        *,
+        requested_by: str = "recover",
+        concurrency: int = 64,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> RecoveryReport:
+        """Resume every unfinished run in the journal; refuse (and report) unsafe ones.
+
+        Up to ``concurrency`` runs resume at once (their durable records share fsyncs);
+        runs of one key still go one after the other, oldest first. ``on_progress(done,
+        total)`` is called as runs finish.
+        """
         await self.journal.refresh()
-        resumed: list[RunResult] = []
-        refused: list[str] = []
-        skipped: list[str] = []
-        for history in self.journal.unfinished():
-            key = history.started.key
-            try:
-                async with self.journal.lock_key(key):
-                    await self.journal.refresh()
-                    current = self.journal.history(history.run_id)
-                    if current is None or current.finished is not None:
-                        skipped.append(history.run_id)
-                        continue
-                    resumed.append(await self._resume(current, requested_by))
-            except OrchestratorError as exc:
-                refused.append(str(exc))
-        return RecoveryReport(resumed=resumed, refused=refused, skipped=skipped)
+        pending = self.journal.unfinished()
+        outcomes: list[RunResult | str | None] = [None] * len(pending)
+        limiter = anyio.Semaphore(max(1, concurrency))
+        done = 0
+
+        async def one(index: int, history: RunHistory) -> None:
+            nonlocal done
+            async with limiter:
+                outcomes[index] = await self._recover_one(history, requested_by)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, len(pending))
+
+        async with anyio.create_task_group() as tg:
+            for index, history in enumerate(pending):
+                tg.start_soon(one, index, history)
+        return RecoveryReport(
+            resumed=[o for o in outcomes if isinstance(o, RunResult)],
+            refused=[o for o in outcomes if isinstance(o, str)],
+            skipped=[h.run_id for h, o in zip(pending, outcomes, strict=True) if o is None],
+        )
+
+    async def _recover_one(self, history: RunHistory, requested_by: str) -> RunResult | str | None:
+        """The resumed run's result, why it was refused, or None if it finished meanwhile."""
+        try:
+            async with self.journal.lock_key(history.started.key):
+                # Another process may have finished it while we waited for its key.
+                await self.journal.refresh()
+                current = self.journal.history(history.run_id)
+                if current is None or current.finished is not None:
+                    return None
+                return await self._resume(current, requested_by)
+        except (ResumeRefused, KeyBusy) as exc:
+            return str(exc)
 
     async def _resume(self, history: RunHistory, requested_by: str) -> RunResult:
         started = history.started
@@ -340,6 +371,9 @@ class Engine:
                 attempt=attempt,
             )
         )
+        # Before the step's code runs, its records reach the OS: a kill mid-step leaves the
+        # attempt on record (no fsync: power loss may still take it, and that is allowed).
+        journal.flush()
         failpoint(f"{name}.started")
         began = self.clock.monotonic()
         outcome, result, error = await self._execute(run, state, attempt)

@@ -1,6 +1,7 @@
 """The command line: ``orchestrator COMMAND ...`` (DESIGN §7 is the contract).
 
-Generic commands live here (``run``, ``recover``, ``workflows``, ``journal show``); workflow
+Generic commands live here (``run``, ``recover``, ``workflows``, and, from their own modules,
+``runs``, ``audit`` and ``diagram``); workflow
 packages add theirs (``demo``, ``reset``, ``delete``) through their plugin. Exit codes: 0
 success; 1 the workflow ended ``failed``; 2 bad usage or bad input; 3 journal corruption or a
 refused resume. ``--json`` prints exactly one JSON document on stdout.
@@ -9,6 +10,7 @@ refused resume. ``--json`` prints exactly one JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -131,8 +133,21 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _cmd_recover(args: argparse.Namespace) -> int:
-    async with open_state_engine(args.state_dir) as engine:
-        report = await engine.recover(requested_by="cli:recover")
+    from ._progress import Advance, progress
+
+    with contextlib.ExitStack() as stack:
+        bar: Advance | None = None
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:  # the total is known once recovery has read the journal
+                bar = stack.enter_context(
+                    progress(total, "recovering runs", enabled=not args.json, min_total=20)
+                )
+            bar()
+
+        async with open_state_engine(args.state_dir) as engine:
+            report = await engine.recover(requested_by="cli:recover", on_progress=on_progress)
     if args.json:
         emit_json(report)
     else:

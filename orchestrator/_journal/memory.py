@@ -40,6 +40,9 @@ class MemoryJournal:
             self.syncs += 1
             self._unsynced = False
 
+    def flush(self) -> None:
+        return None
+
     def history(self, run_id: str) -> RunHistory | None:
         return self._index.get(run_id)
 

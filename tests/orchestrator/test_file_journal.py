@@ -387,8 +387,10 @@ async def test_after_a_write_failure_the_journal_accepts_nothing(tmp_path: Path)
     ops = DiskFull(ok_writes=1)  # the file header is written, the first frame is not
     previous = set_file_ops(ops)
     try:
+        await journal.append(_started("r0"))  # pending: nothing is written yet
+        assert ops.writes == 1
         with pytest.raises(JournalUnavailable) as first:
-            await journal.append(_started("r1"))
+            await journal.append(_started("r1"), durable=True)
         (path,) = _journal_files(tmp_path)
         assert first.value.path == path
         assert str(path) in str(first.value) and "write failed" in str(first.value)
