@@ -1,12 +1,13 @@
 # make demo: run the demo on ./state.  make test: the whole test suite.  make lint: ruff + mypy.
 # make diagrams: regenerate diagrams/ from the workflows (a test fails when they are stale).
+# make bench / make bench-quick: the benchmark suite (DBOS Transact installed for comparison).
 # The first use creates .venv and installs the project into it (again when pyproject.toml changes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint diagrams clean
+.PHONY: demo test lint diagrams bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || \
@@ -20,6 +21,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lint,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py --quick
 
 diagrams: $(STAMP)
 	$(BIN)/orchestrator diagram --update --dir diagrams

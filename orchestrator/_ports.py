@@ -64,7 +64,11 @@ class Journal(Protocol):
         ...
 
     def lock_key(self, key: str) -> AbstractAsyncContextManager[None]:
-        """Hold ``key`` exclusively (in this process and, where supported, across processes)."""
+        """Hold ``key`` exclusively (in this process and, where supported, across processes).
+
+        On entry the index holds every record of ``key``'s runs that earlier holders wrote,
+        so an unfinished run of the key is seen (and resumed) before a new one starts.
+        """
         ...
 
     async def aclose(self) -> None: ...

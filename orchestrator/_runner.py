@@ -174,7 +174,6 @@ class Engine:
         self._active.setdefault(run_id, None)
         try:
             async with self.journal.lock_key(key):
-                await self.journal.refresh()
                 for history in self.journal.unfinished(key):
                     await self._resume(history, f"before new run {run_id}")
                 if run_id in self._cancel_requested:
@@ -291,9 +290,9 @@ class Engine:
     async def _recover_one(self, history: RunHistory, requested_by: str) -> RunResult | str | None:
         """The resumed run's result, why it was refused, or None if it finished meanwhile."""
         try:
+            # Another process may have finished it while we waited for its key: lock_key
+            # reads what other holders wrote before it returns.
             async with self.journal.lock_key(history.started.key):
-                # Another process may have finished it while we waited for its key.
-                await self.journal.refresh()
                 current = self.journal.history(history.run_id)
                 if current is None or current.finished is not None:
                     return None
