@@ -1,13 +1,14 @@
 # make demo: run the demo on ./state.  make test: the whole test suite.  make lint: ruff + mypy.
 # make diagrams: regenerate diagrams/ from the workflows (a test fails when they are stale).
 # make bench / make bench-quick: the benchmark suite (DBOS Transact installed for comparison).
+# make soak: the reliability campaigns at their large budgets (CI runs them small in make test).
 # The first use creates .venv and installs the project into it (again when pyproject.toml changes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint diagrams bench bench-quick clean
+.PHONY: demo test lint diagrams bench bench-quick soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || \
@@ -36,6 +37,9 @@ bench-quick: $(BENCH_STAMP)
 
 diagrams: $(STAMP)
 	$(BIN)/orchestrator diagram --update --dir diagrams
+
+soak: $(STAMP)
+	ORCHESTRATOR_SOAK=1 $(BIN)/python -m pytest tests/campaigns -q -s -p no:timeout
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator workflows tests benchmarks

@@ -211,10 +211,12 @@ def _builtin_commands() -> list[Command]:
         add_common_options(p)
 
     from ._cli_diagram import diagram_commands
+    from ._cli_journal import journal_commands
     from ._cli_views import view_commands
 
     return [
         *view_commands(),
+        *journal_commands(),
         *diagram_commands(),
         Command("run", "run a workflow on a key", configure_run, _cmd_run),
         Command(
