@@ -130,6 +130,9 @@ async def demo(args: argparse.Namespace) -> int:
     print(f"  store        {sessions / 'sessions.json'}")
     print(f"  transcripts  {sessions}/  (*.reset.* and *.deleted.* are archives)")
     print(f"  journal      {journal_dir(state_dir)}/  (one .jrnl file per process)")
+    print(f"  runs         orchestrator runs list --state-dir {state_dir}")
+    print(f"               orchestrator runs show RUN_ID --state-dir {state_dir}")
+    print(f"  a run drawn  orchestrator diagram --run RUN_ID --state-dir {state_dir}")
     print(f"  try          orchestrator reset main --state-dir {state_dir} --json")
     return 0
 
