@@ -39,7 +39,7 @@ diagrams: $(STAMP)
 	$(BIN)/orchestrator diagram --update --dir diagrams
 
 soak: $(STAMP)
-	ORCHESTRATOR_SOAK=1 $(BIN)/python -m pytest tests/campaigns -q -s -p no:timeout
+	ORCHESTRATOR_SOAK=1 $(BIN)/python -m pytest tests/campaigns -q -s --timeout=0
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator workflows tests benchmarks

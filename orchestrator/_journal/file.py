@@ -37,7 +37,15 @@ import anyio
 from .._failpoints import failpoint
 from .._fs import atomic_write, ensure_dir, file_ops
 from ..errors import JournalUnavailable
-from .framing import HEADER_SIZE, Damage, decode_header, encode_frame, make_header, scan_frames
+from .framing import (
+    HEADER_SIZE,
+    Damage,
+    Scan,
+    decode_header,
+    encode_frame,
+    make_header,
+    scan_frames,
+)
 from .history import RunHistory, RunIndex
 from .keylocks import FileKeyLocks
 from .records import Record
@@ -122,17 +130,30 @@ class FileJournal:
         self._salts[path] = salt
         scan = scan_frames(data, salt, path, start=max(upto, HEADER_SIZE))
         if scan.damage is not None:
-            self._damaged_tail(path, data, scan.damage)
+            scan = self._damaged_tail(path, salt, scan)
         self._read_upto[path] = scan.end
         return [self._index.add(record, path) for _offset, record in scan.records]
 
-    def _damaged_tail(self, path: Path, data: bytes, damage: Damage) -> None:
-        # A live writer may be in the middle of a write: what looks torn is just not there
-        # yet. Only a dead writer's tail is damage.
+    def _damaged_tail(self, path: Path, salt: bytes, scan: Scan) -> Scan:
+        """The scan to use for a file whose tail looked damaged (cut, if its writer is dead).
+
+        A live writer may be in the middle of a write: what looks torn is just not there
+        yet, so nothing is cut. A writer that was alive when the file was read may have
+        finished its frame and exited since: the file is read again under the lock, and only
+        what is still damaged then is cut.
+        """
         fd = _lock_if_dead(path)
         if fd is None:
-            return
+            return scan
         try:
+            try:
+                data = file_ops().read(path)
+            except OSError as exc:
+                raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
+            scan = scan_frames(data, salt, path, start=self._read_upto.get(path, HEADER_SIZE))
+            damage = scan.damage
+            if damage is None:
+                return scan
             cut = False
             if self.repair:
                 broken = path.with_name(f"{path.name}.{damage.offset}.broken")
@@ -142,6 +163,7 @@ class FileJournal:
                 failpoint("journal.tail_cut")
                 cut = True
             self.damage.append((path, damage, cut))
+            return scan
         finally:
             file_ops().close(fd)
 

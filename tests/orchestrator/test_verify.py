@@ -416,23 +416,13 @@ def test_command_after_a_real_reset_and_a_crash_tail(
     assert code == 0 and "journal clean" in out
 
 
-# -- a bug found on the way ------------------------------------------------------------------
+# -- a race found on the way (fixed) ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIBRARY BUG: FileJournal._read_file reads a file before it knows its writer is "
-    "dead, then cuts the tail it saw, even if the writer finished the frame meanwhile",
-)
 def test_a_frame_finished_between_read_and_lock_is_not_cut(tmp_path: Path) -> None:
-    """LIBRARY BUG (file.py ``FileJournal._read_file`` / ``_damaged_tail``): a reader reads a
-    file while its writer is in the middle of a write (a prefix of the frame is visible), the
-    writer then finishes the frame, fsyncs it and exits; the reader takes the flock (the
-    writer is dead now) and truncates the file at the offset of the frame it saw torn, so a
-    *complete, fsynced* record -- possibly an ``effect_applied`` or ``run_finished`` -- is
-    destroyed (only its prefix is kept in ``.broken``). Fix: once the lock is held, read the
-    file again (or check its size is still ``len(data)``) before cutting.
-    """
+    """A reader reads a file while its writer is in the middle of a write (a prefix of the
+    frame is visible); the writer then finishes the frame, fsyncs it and exits. The reader,
+    now holding the flock, must read again and cut nothing: the record is complete."""
     header, salt = make_header()
     records = _records(count=2)
     frames = [encode_frame(r, salt) for r in records]
