@@ -12,6 +12,7 @@ from ._failpoints import ENV_CRASH_TRACE as ENV_CRASH_TRACE
 from ._failpoints import failpoint as failpoint
 from ._fs import FileOps as FileOps
 from ._fs import atomic_write as atomic_write
+from ._fs import close_quietly as close_quietly
 from ._fs import ensure_dir as ensure_dir
 from ._fs import file_ops as file_ops
 from ._fs import remove_stale_temps as remove_stale_temps
@@ -98,6 +99,7 @@ __all__ = (
     "WorkflowPlugin",
     "WorkflowSpec",
     "atomic_write",
+    "close_quietly",
     "ensure_dir",
     "fail",
     "failpoint",

@@ -25,6 +25,7 @@ __all__ = (
     "FILE_MODE",
     "FileOps",
     "atomic_write",
+    "close_quietly",
     "ensure_dir",
     "file_ops",
     "remove_stale_temps",
@@ -131,15 +132,23 @@ def atomic_write(path: Path, data: bytes, *, point: str = "atomic_write") -> Non
         failpoint(f"{point}.temp_written")
         _ops.fsync(fd)
     except BaseException:
-        _ops.close(fd)
+        close_quietly(fd)
         _unlink_quietly(temp)
         raise
-    _ops.close(fd)
+    close_quietly(fd)  # the bytes are fsynced: a failing close changes nothing
     failpoint(f"{point}.temp_synced")
     _ops.replace(temp, path)
     failpoint(f"{point}.replaced")
     _ops.fsync_dir(path.parent)
     failpoint(f"{point}.dir_synced")
+
+
+def close_quietly(fd: int) -> None:
+    """Close ``fd``, ignoring an error: for descriptors whose data is already fsynced (or
+    that never held data), where a failing close changes nothing but must not hide the
+    outcome that came before it. Linux frees the descriptor even when close fails."""
+    with contextlib.suppress(OSError):
+        _ops.close(fd)
 
 
 def remove_stale_temps(path: Path) -> list[Path]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import anyio
 
 from .._failpoints import failpoint
-from .._fs import atomic_write, ensure_dir, file_ops
+from .._fs import atomic_write, close_quietly, ensure_dir, file_ops
 from ..errors import JournalUnavailable
 from .framing import (
     HEADER_SIZE,
@@ -111,7 +111,34 @@ class FileJournal:
             return []
         except OSError as exc:
             raise JournalUnavailable(self.directory, exc.strerror or str(exc)) from exc
+        if self.repair:
+            for name in names:
+                if name.startswith(".") and name.endswith(SUFFIX + ".tmp"):
+                    self._sweep_temp(self.directory / name)
         return [self.directory / n for n in names if n.endswith(SUFFIX) and not n.startswith(".")]
+
+    def _sweep_temp(self, path: Path) -> None:
+        """Remove a journal file that a dead writer never finished creating.
+
+        Its name carries the creator's pid. Another live process may be between creating it
+        and locking it, so only temps of dead processes (or of this one, whose creation is
+        synchronous and so never in progress here) are swept.
+        """
+        pid = _creator_pid(path.name)
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            return
+        try:
+            fd = _lock_if_dead(path)
+        except JournalUnavailable:
+            return  # gone meanwhile, or unreadable: leave it
+        if fd is None:
+            return  # its writer is creating it right now
+        try:
+            file_ops().unlink(path)
+        except OSError:
+            pass
+        finally:
+            close_quietly(fd)
 
     def _read_file(self, path: Path) -> list[RunHistory]:
         if path == self._path:
@@ -165,7 +192,7 @@ class FileJournal:
             self.damage.append((path, damage, cut))
             return scan
         finally:
-            file_ops().close(fd)
+            close_quietly(fd)
 
     def _torn_header(self, path: Path, data: bytes) -> None:
         fd = _lock_if_dead(path)
@@ -177,7 +204,7 @@ class FileJournal:
                 file_ops().replace(path, path.with_name(path.name + ".0.broken"))
                 file_ops().fsync_dir(path.parent)
         finally:
-            file_ops().close(fd)
+            close_quietly(fd)
 
     # -- the index -----------------------------------------------------------------------
 
@@ -305,7 +332,7 @@ class FileJournal:
             ops.fsync_dir(self.directory)
         except OSError as exc:
             # Leave nothing behind: no descriptor holding a lock, no half-made file.
-            ops.close(fd)
+            close_quietly(fd)
             for leftover in (temp, path):
                 with contextlib.suppress(OSError):
                     ops.unlink(leftover)
@@ -318,15 +345,31 @@ class FileJournal:
         return JournalUnavailable(exc.filename or self.directory, exc.strerror or str(exc))
 
     async def aclose(self) -> None:
-        self._locks.close()
-        if self._fd is None:
-            return
+        """Make what was appended durable, then close everything (whatever fails)."""
         try:
-            if self._failed is None:
+            self._locks.close()
+            if self._fd is not None and self._failed is None:
                 await self.sync()
         finally:
-            file_ops().close(self._fd)
-            self._fd = None
+            if self._fd is not None:
+                close_quietly(self._fd)
+                self._fd = None
+
+
+def _creator_pid(name: str) -> int | None:
+    # ".<stamp>-<pid>-<hex>.jrnl.tmp"
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _lock_if_dead(path: Path) -> int | None:
@@ -338,7 +381,7 @@ def _lock_if_dead(path: Path) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        file_ops().close(fd)
+        close_quietly(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return None
         raise JournalUnavailable(path, exc.strerror or str(exc)) from exc

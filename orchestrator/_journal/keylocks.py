@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 
-from .._fs import ensure_dir, file_ops
+from .._fs import close_quietly, ensure_dir, file_ops
 from ..errors import JournalUnavailable, KeyBusy
 
 __all__ = ("FileKeyLocks", "LocalKeyLocks")
@@ -115,7 +115,7 @@ class FileKeyLocks:
                 return True
             raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
         finally:
-            file_ops().close(fd)
+            close_quietly(fd)
         return False
 
     @asynccontextmanager
@@ -134,16 +134,16 @@ class FileKeyLocks:
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError:
-            file_ops().close(fd)  # closing releases it too
+            close_quietly(fd)  # closing releases it too
             return
         self._idle[key] = fd
         while len(self._idle) > IDLE_LOCK_FILES:
-            file_ops().close(self._idle.popitem(last=False)[1])
+            close_quietly(self._idle.popitem(last=False)[1])
 
     def close(self) -> None:
         """Close the idle lock files (none is held: they were unlocked when released)."""
         while self._idle:
-            file_ops().close(self._idle.popitem()[1])
+            close_quietly(self._idle.popitem()[1])
 
     async def _acquire(self, key: str) -> tuple[int, str]:
         path = self.path_for(key)
@@ -163,11 +163,11 @@ class FileKeyLocks:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    file_ops().close(fd)
+                    close_quietly(fd)
                     raise JournalUnavailable(path, exc.strerror or str(exc)) from exc
             if waited >= self.timeout:
                 holder = _read_holder(fd)
-                file_ops().close(fd)
+                close_quietly(fd)
                 raise KeyBusy(key, self.timeout, holder)
             # Polling, not a blocking flock in a thread: a thread stuck in flock cannot be
             # cancelled, and this wait must end when the caller is cancelled.

@@ -43,7 +43,11 @@ def test_edges_are_the_machines_transitions_in_step_order() -> None:
     assert sources == [s.name for s in SESSION_RESET.states]
     assert ("store_mutation", "failed:UNAVAILABLE") in {(e.src, e.dest) for e in found}
     loops = [e for e in found if e.src == e.dest]
-    assert {(e.src, e.retry) for e in loops} == {("archive", 3), ("unbind", 3)}
+    assert {(e.src, e.retry) for e in loops} == {
+        ("store_mutation", 2),
+        ("archive", 3),
+        ("unbind", 3),
+    }
     # Every (state, outcome) appears on exactly one non-loop edge.
     pairs = [(e.src, o.split(" ")[0]) for e in found if e.src != e.dest for o in e.outcomes]
     assert sorted(pairs) == sorted(

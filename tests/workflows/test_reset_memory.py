@@ -87,7 +87,7 @@ FORCED = [
     Forced("acp_close", "timeout", STILL_ACTIVE),
     Forced("acp_close", "error"),
     Forced("store_mutation", "timeout", f"Session {KEY} store is busy; try again."),
-    Forced("store_mutation", "error", "outcome forced to error"),
+    Forced("store_mutation", "error", "outcome forced to error", attempts=2),
     Forced("archive", "ok"),
     Forced("archive", "timeout", attempts=3),
     Forced("archive", "error", attempts=3),
@@ -182,7 +182,11 @@ CONTROLS = [
     Control("acp.close", "fail", "acp_close", ("error",)),
     Control("acp.close", "hang", "acp_close", ("timeout",), STILL_ACTIVE, {"acp_timeout": SHORT}),
     Control(
-        "store.update", "fail", "store_mutation", ("error",), "store.update failed (memory host)"
+        "store.update",
+        "fail",
+        "store_mutation",
+        ("error", "error"),  # tried twice: an error after the write would leave it done
+        "store.update failed (memory host)",
     ),
     Control(
         "store.update",
@@ -216,7 +220,7 @@ async def test_host_outcome_leads_where_the_table_says(case: Control) -> None:
     assert rig.path(run_id)[:upto] == [(s, "ok") for s in STEPS[:upto]]
     if case.fails_with is not None:
         fail_reply(reply, case.fails_with)
-        assert len(rig.path(run_id)) == upto + 1
+        assert len(rig.path(run_id)) == upto + len(case.outcomes)
         assert rig.store_bytes() == before
         assert rig.host.transcripts.files[old_path] == old_bytes
         assert rig.host.bindings.threads[CANONICAL] == ["thread-1", "thread-2"]

@@ -15,6 +15,7 @@ Pure functions, no I/O (spec §3.3, as OpenClaw 2026.3 computes them):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -135,12 +136,17 @@ def check_key(raw: object) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise UsageError("INVALID_REQUEST: key required")
     key = raw.strip()
-    if len(key) > MAX_KEY_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if len(key) > MAX_KEY_LENGTH or any(_control(c) for c in key):
         raise UsageError(
             f"INVALID_REQUEST: key {key[:40]!r}... is not a session key "
             f"(at most {MAX_KEY_LENGTH} printable characters)"
         )
     return key
+
+
+def _control(char: str) -> bool:
+    """Control, format (bidi overrides), line and paragraph separator characters."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
 
 
 def resolve_target(raw: object, config: SessionsConfig, existing: Iterable[str] = ()) -> Target:

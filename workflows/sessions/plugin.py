@@ -152,19 +152,24 @@ def _report(reply: dict[str, Any], as_json: bool, what: str) -> int:
 
 
 def describe(reply: dict[str, Any], what: str) -> str:
+    """One line for a person; keys and stored data are cleaned of control characters."""
     if not reply["ok"]:
         run = f" (run {reply['run_id']})" if reply.get("run_id") else ""
-        return f"{what} failed{run}: {reply['error']['code']}: {_clean(reply['error']['message'])}"
-    if what == "reset":
-        entry = reply["entry"]
-        return f"reset {reply['key']}: new session {entry['sessionId']} (run {reply['run_id']})"
-    archived = ", ".join(reply["archived"]) or "nothing archived"
-    state = "deleted" if reply["deleted"] else "no such session (nothing deleted)"
-    return f"delete {reply['key']}: {state}; {archived} (run {reply['run_id']})"
+        text = f"{what} failed{run}: {reply['error']['code']}: {reply['error']['message']}"
+    elif what == "reset":
+        entry = reply["entry"] or {}
+        new_id = entry.get("sessionId")
+        text = f"reset {reply['key']}: new session {new_id} (run {reply['run_id']})"
+    else:
+        archived = ", ".join(reply["archived"]) or "nothing archived"
+        state = "deleted" if reply["deleted"] else "no such session (nothing deleted)"
+        text = f"delete {reply['key']}: {state}; {archived} (run {reply['run_id']})"
+    return _clean(text)
 
 
 def _clean(text: str) -> str:
-    """No terminal escapes or line breaks from stored data reach the terminal."""
+    """No terminal escapes, line breaks or bidi controls reach the terminal (``isprintable``
+    is False for every one of them, C1 controls included)."""
     return "".join(c if c.isprintable() else "?" for c in text)
 
 

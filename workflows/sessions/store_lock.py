@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import anyio
 import orjson
 from anyio.lowlevel import RunVar
 
-from orchestrator import failpoint, file_ops
+from orchestrator import close_quietly, failpoint, file_ops
 
 __all__ = ("StoreLocked", "hold_store_lock")
 
@@ -60,19 +61,31 @@ async def hold_store_lock(store: Path, *, wait: float = 10.0) -> AsyncIterator[N
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                file_ops().unlink(lock_path)
+            _remove(lock_path)
             failpoint("store_lock.released")
 
 
+def _remove(lock_path: Path) -> None:
+    # A failing removal is tried once more, then let go: failing here would turn a done
+    # commit into an error, and a lock left with our pid is reclaimed as an orphan (by us,
+    # or by anyone once we exit).
+    for _ in range(2):
+        try:
+            file_ops().unlink(lock_path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            continue
+
+
 async def _acquire(lock_path: Path, wait: float) -> None:
-    ops = file_ops()
     began = time.monotonic()
     attempt = 0
     body = orjson.dumps({"pid": os.getpid(), "createdAt": int(time.time() * 1000)})
     while True:
         try:
-            fd = ops.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            _create_complete(lock_path, body)
         except FileExistsError:
             holder = _stale_holder(lock_path)
             if holder is None:
@@ -83,12 +96,28 @@ async def _acquire(lock_path: Path, wait: float) -> None:
             attempt += 1
             await anyio.sleep(min(0.05 * attempt, 1.0, max(wait - waited, 0.0)))
             continue
-        try:
-            ops.write(fd, body)
-        finally:
-            ops.close(fd)
         failpoint("store_lock.acquired")
         return
+
+
+def _create_complete(lock_path: Path, body: bytes) -> None:
+    """Create ``lock_path`` holding ``body``, or raise FileExistsError if it exists.
+
+    Written under a temporary name, then linked into place (a link never replaces a file):
+    the lock never exists without its pid, so nobody ever waits on an empty lock file.
+    """
+    ops = file_ops()
+    temp = lock_path.with_name(f".{lock_path.name}.{secrets.token_hex(4)}.tmp")
+    fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        ops.write(fd, body)
+    finally:
+        close_quietly(fd)
+    try:
+        ops.link(temp, lock_path)
+    finally:
+        with contextlib.suppress(OSError):
+            ops.unlink(temp)
 
 
 def _stale_holder(lock_path: Path) -> str | None:

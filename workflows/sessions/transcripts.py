@@ -17,7 +17,7 @@ from typing import Literal
 
 import orjson
 
-from orchestrator import failpoint, file_ops, remove_stale_temps
+from orchestrator import close_quietly, failpoint, file_ops, remove_stale_temps
 
 __all__ = (
     "HEADER_VERSION",
@@ -121,10 +121,10 @@ def write_header(path: Path, session_id: str, at_ms: int, cwd: str) -> bool:
     The file appears complete or not at all: written under a temporary name, fsynced, then
     linked into place (a link never replaces an existing file).
     """
-    if os.path.lexists(path):
-        return False
     # The caller holds the run's key lock, so no one else writes this transcript now.
     remove_stale_temps(path)
+    if os.path.lexists(path):
+        return False
     header = {
         "type": "session",
         "version": HEADER_VERSION,
@@ -138,8 +138,12 @@ def write_header(path: Path, session_id: str, at_ms: int, cwd: str) -> bool:
     try:
         ops.write(fd, orjson.dumps(header) + b"\n")
         ops.fsync(fd)
-    finally:
-        ops.close(fd)
+    except BaseException:
+        close_quietly(fd)
+        with contextlib.suppress(OSError):
+            ops.unlink(temp)
+        raise
+    close_quietly(fd)
     failpoint("header.temp_synced")
     try:
         ops.link(temp, path)

@@ -16,11 +16,18 @@ from typing import Any, TypeVar
 
 import orjson
 
-from orchestrator import atomic_write, ensure_dir, failpoint, file_ops, remove_stale_temps
+from orchestrator import (
+    atomic_write,
+    close_quietly,
+    ensure_dir,
+    failpoint,
+    file_ops,
+    remove_stale_temps,
+)
 from orchestrator.errors import CorruptFile, UsageError
 
 from ..config import AGENT_ID, SessionsConfig, load_config
-from ..paths import check_no_symlinks
+from ..paths import check_safe_dirs
 from ..store_file import StoreDoc, read_store
 from ..store_lock import hold_store_lock
 from ..transcripts import move_no_overwrite, write_header
@@ -85,7 +92,7 @@ class LocalStore:
         if not AGENT_ID.fullmatch(agent_id):  # never build a path from an unchecked id
             raise UsageError(f"invalid agent id {agent_id!r}")
         path = self.state_dir / "agents" / agent_id / "sessions"
-        check_no_symlinks(self.state_dir, path)
+        check_safe_dirs(self.state_dir, path)
         return path
 
     def store_path(self, agent_id: str) -> Path:
@@ -129,18 +136,22 @@ class LocalTranscripts:
         return write_header(path, session_id, at_ms, os.getcwd())
 
     def legacy_dir(self) -> Path | None:
-        return self.state_dir / "sessions"
+        legacy = self.state_dir / "sessions"
+        # Never followed through a symlink: it could point anywhere.
+        return None if os.path.islink(legacy) else legacy
 
 
 class LocalBindings:
     """Thread bindings in a JSON file; each farewell is logged before its binding goes."""
 
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.dir = state_dir / "bindings"
         self.path = self.dir / "thread-bindings.json"
         self.farewells = self.dir / "farewells.jsonl"
 
     async def unbind(self, key: str, *, kind: str, reason: str, farewell_id: str) -> list[str]:
+        check_safe_dirs(self.state_dir, self.dir)
         ensure_dir(self.dir)
         # Other keys' resets may unbind at the same time, in other processes: the file's
         # read-modify-write is done under its own lock file, like the session store's.
@@ -209,12 +220,18 @@ class LocalBindings:
             + b"\n"
         )
         ops = file_ops()
-        fd = ops.open(self.farewells, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        fd = ops.open(self.farewells, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW)
         try:
+            # A line torn by an earlier failed write is no farewell: cut it off (we hold the
+            # bindings lock) so the log stays one whole JSON object a line.
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                whole = os.pread(fd, end, 0).rfind(b"\n") + 1
+                ops.truncate(fd, whole)
             ops.write(fd, line)
             ops.fsync(fd)
         finally:
-            ops.close(fd)
+            close_quietly(fd)
         failpoint("farewell.sent")
 
 
