@@ -124,8 +124,9 @@ class JournalCorrupt(JournalError):
         self.path = Path(path)
         self.offset = offset
         self.reason = reason
+        where = f" at byte {offset}" if offset >= 0 else ""
         super().__init__(
-            f"journal {self.path} corrupt at byte {offset} ({reason}), with valid records "
+            f"journal {self.path} corrupt{where} ({reason}), with valid records "
             "after it; nothing was resumed. Inspect it with 'orchestrator journal verify' and "
             "keep a copy before any repair"
         )

@@ -158,8 +158,28 @@ class FileJournal:
         scan = scan_frames(data, salt, path, start=max(upto, HEADER_SIZE))
         if scan.damage is not None:
             scan = self._damaged_tail(path, salt, scan)
+        elif scan.records and self.repair:
+            self._sync_dead_writer(path)
         self._read_upto[path] = scan.end
         return [self._index.add(record, path) for _offset, record in scan.records]
+
+    def _sync_dead_writer(self, path: Path) -> None:
+        """fsync a dead writer's file before this journal builds on what it read there.
+
+        A killed writer's last records may be written but not fsynced; a resumed run's
+        durable records follow them (by seq) in this journal's own file. Power loss then
+        would keep the later records and lose the earlier ones: a gap, and an unreadable
+        journal. One fsync of the dead writer's file closes that hole.
+        """
+        fd = _lock_if_dead(path)
+        if fd is None:
+            return  # a live writer fsyncs its own durable records
+        try:
+            file_ops().fsync(fd)
+        except OSError as exc:
+            raise JournalUnavailable(path, f"fsync failed: {exc.strerror or exc}") from exc
+        finally:
+            close_quietly(fd)
 
     def _damaged_tail(self, path: Path, salt: bytes, scan: Scan) -> Scan:
         """The scan to use for a file whose tail looked damaged (cut, if its writer is dead).

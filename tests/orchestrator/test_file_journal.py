@@ -488,3 +488,34 @@ async def test_a_failed_file_creation_leaks_nothing(tmp_path: Path) -> None:
     assert ops.opens == 3
     assert leaked == [], f"_create_file leaked descriptors {leaked} (each holds an flock)"
     assert leftovers == [], f"_create_file left temp files behind: {leftovers}"
+
+
+async def test_a_dead_writers_file_is_fsynced_before_this_journal_builds_on_it(
+    tmp_path: Path,
+) -> None:
+    """A killed writer's records may be written but not fsynced; a resumed run's durable
+    records follow them in another file. Reading the dead writer's file fsyncs it, so power
+    loss cannot keep the later records and lose the earlier ones (a gap)."""
+    writer = await FileJournal.open(tmp_path)
+    await writer.append(_started("r1"))
+    writer.flush()  # written, not fsynced
+    (dead,) = _journal_files(tmp_path)
+    assert writer._fd is not None
+    os.close(writer._fd)  # the writer dies: its flock goes, nothing more is synced
+    writer._fd = None
+
+    synced: list[str] = []
+
+    class Recording(FileOps):
+        def fsync(self, fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            super().fsync(fd)
+
+    previous = set_file_ops(Recording())
+    try:
+        reader = await FileJournal.open(tmp_path)
+    finally:
+        set_file_ops(previous)
+    assert str(dead) in synced
+    assert reader.history("r1") is not None
+    await reader.aclose()
