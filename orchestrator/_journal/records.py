@@ -34,7 +34,11 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
-class _Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="record", omit_defaults=True):
+# gc=False: a record never refers back to anything that refers to it, so the cycle collector
+# need not walk it; a long-lived journal keeps many thousands of them.
+class _Record(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="record", omit_defaults=True, gc=False
+):
     #: The run this record belongs to.
     run_id: str
     #: Position of the record within its run: 0, 1, 2, ... without gaps.
