@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -15,33 +14,17 @@ import orjson
 import pytest
 
 from orchestrator import EffectPlanned, FileJournal, RunFinished
+from tests.campaigns.crash_state import (
+    ROOT,
+    SESSIONS,
+    cli,
+    files_of,
+    fresh,
+    leftovers,
+    normalized,
+    store_of,
+)
 from workflows.sessions.demo import seed_state
-
-ROOT = Path(__file__).resolve().parents[2]
-SESSIONS = Path("agents/main/sessions")
-
-
-def cli(
-    state: Path,
-    *argv: str,
-    crash_at: str | None = None,
-    trace: Path | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_CRASH")}
-    if crash_at:
-        env["ORCHESTRATOR_CRASH_AT"] = crash_at
-    if trace:
-        env["ORCHESTRATOR_CRASH_TRACE"] = str(trace)
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *argv, "--state-dir", str(state)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -52,54 +35,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return state
 
 
-def fresh(template: Path, where: Path) -> Path:
-    shutil.copytree(template, where, symlinks=True)
-    # seed_state stores absolute sessionFile paths; point them at the copy.
-    store = where / SESSIONS / "sessions.json"
-    store.write_bytes(store.read_bytes().replace(str(template).encode(), str(where).encode()))
-    return where
-
-
-def store_of(state: Path, *, masked: bool = False) -> dict[str, Any]:
-    data = (state / SESSIONS / "sessions.json").read_bytes()
-    if masked:
-        data = data.replace(str(state).encode(), b"<state>")
-    return orjson.loads(data)  # type: ignore[no-any-return]
-
-
-def files_of(state: Path) -> dict[str, bytes]:
-    """The sessions directory's files, with the state directory's own path masked."""
-    mask = str(state).encode()
-    return {
-        p.name: p.read_bytes().replace(mask, b"<state>")
-        for p in (state / SESSIONS).iterdir()
-        if p.is_file()
-    }
-
-
 def plans_of(state: Path) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         journal = await FileJournal.open(state / "orchestrator" / "journal", repair=False)
         return [{"run": h.run_id, "records": h.records} for h in journal.runs()]
 
     return anyio.run(read)
-
-
-def normalized(store: dict[str, Any], key: str) -> dict[str, Any]:
-    """The store with the minted id, file and timestamp of ``key``'s entry blanked."""
-    out = {k: dict(v) for k, v in store.items()}
-    if key in out:
-        for field in ("sessionId", "sessionFile", "updatedAt"):
-            out[key][field] = "<minted>"
-    return out
-
-
-def leftovers(state: Path) -> list[str]:
-    return [
-        str(p.relative_to(state))
-        for p in state.rglob("*")
-        if p.name.endswith(".tmp") or p.name == "sessions.json.lock"
-    ]
 
 
 def check_reset_converged(
