@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from ._cli_views import printable
 from ._registry import Command
+from ._runs_text import printable
 from ._verify import FileVerdict, Repair, Status, Verification, repair_journal, verify_journal
 
 __all__ = ("journal_commands",)

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from orchestrator import SUCCEED, FileJournal, State, StepContext, WorkflowSpec, fail, open_engine
-from orchestrator._cli_views import printable
+from orchestrator._runs_text import printable
 from orchestrator._views import (
     Attempt,
     Entry,
