@@ -24,6 +24,12 @@ its unsynced tail (when the current bytes extend the durable ones) kept, dropped
 random length, or torn and zero-filled (the size made it, the data did not). ``materialize``
 writes such a state into a directory (hard links as hard links, symlinks as symlinks).
 
+The ordering checker (``journal`` set to the journal directory): before any operation that
+changes a file outside the journal (create, write, truncate, replace, link, unlink; store
+lock files excepted, they guard effects and are none), every ``EffectPlanned`` record
+written into a journal file so far must be durable (the file durable at least to the end
+of the write that carried it); otherwise the operation is listed in ``early_effects``.
+
 Simplifications: files are identified by inode number (the run does not reuse one within a
 cut's lifetime in practice: unlinked inodes stay in the model with their bytes); a file
 whose current bytes do not extend its durable bytes (a truncate, a rewrite in place) shows
@@ -42,6 +48,9 @@ from pathlib import Path
 
 from orchestrator import FileOps
 from orchestrator._fs import DIR_MODE, FILE_MODE
+
+#: How an ``EffectPlanned`` record's type reads in the journal's msgpack encoding.
+EFFECT_PLANNED = b"\xaeeffect_planned"
 
 __all__ = ("MODES", "Damage", "PowerCut", "PowerLossOps", "materialize")
 
@@ -88,6 +97,12 @@ class PowerLossOps(FileOps):
         self.durable_names: dict[str, dict[str, int]] = {}
         self.log: dict[str, list[tuple[str, ...]]] = {}
         self._fds: dict[int, tuple[int, str]] = {}  # fd -> (inode, path at open)
+        #: The ordering checker: the journal directory, and per journal inode the length
+        #: its file must be durable to for the last ``EffectPlanned`` written into it.
+        self.journal: str | None = None
+        self._plans: dict[int, tuple[int, str]] = {}
+        #: Effects on the state outside the journal made while a plan was not durable.
+        self.early_effects: list[str] = []
         self._scan(root)
 
     # -- the model -------------------------------------------------------------------------
@@ -132,6 +147,21 @@ class PowerLossOps(FileOps):
             self.dead = True
             raise PowerCut(what)
 
+    def _effect(self, op: str, path: Path) -> None:
+        """The ordering checker: an operation changing ``path`` is about to happen."""
+        if self.journal is None or str(path).startswith(self.journal + os.sep):
+            return
+        name = path.name
+        if name.endswith(".lock") or (".lock." in name and name.endswith(".tmp")):
+            return  # a store lock guards effects; it is none itself
+        for ino, (need, plan) in self._plans.items():
+            durable = len(self.inodes[ino].durable)
+            if durable < need:
+                rel = os.path.relpath(path, self.root)
+                self.early_effects.append(
+                    f"{op} {rel} while the journal is durable to {durable} < {need} ({plan})"
+                )
+
     def _set(self, path: Path, ino: int) -> None:
         d = str(path.parent)
         self.names[d][path.name] = ino
@@ -146,6 +176,8 @@ class PowerLossOps(FileOps):
 
     def open(self, path: Path, flags: int, mode: int = FILE_MODE) -> int:
         self._alive()
+        if flags & (os.O_CREAT | os.O_TRUNC):
+            self._effect("create", path)
         existed = os.path.lexists(path)
         fd = super().open(path, flags, mode)
         if not self._tracked(path):
@@ -162,11 +194,25 @@ class PowerLossOps(FileOps):
 
     def write(self, fd: int, data: bytes) -> None:
         self._alive()
+        entry = self._fds.get(fd)
+        in_journal = (
+            entry is not None
+            and self.journal is not None
+            and entry[1].startswith(self.journal + os.sep)
+        )
+        if not in_journal and entry is not None:
+            self._effect("write", Path(entry[1]))
         super().write(fd, data)
         self._refresh(fd)
+        at = data.rfind(EFFECT_PLANNED)
+        if in_journal and entry is not None and at >= 0:
+            name = data[at + len(EFFECT_PLANNED) :][:40]
+            self._plans[entry[0]] = (len(self.inodes[entry[0]].data), repr(name))
 
     def truncate(self, fd: int, length: int) -> None:
         self._alive()
+        if fd in self._fds:
+            self._effect("truncate", Path(self._fds[fd][1]))
         super().truncate(fd, length)
         self._refresh(fd)
 
@@ -184,6 +230,7 @@ class PowerLossOps(FileOps):
 
     def replace(self, src: Path, dst: Path) -> None:
         self._alive()
+        self._effect("replace", dst)
         tracked = self._tracked(src) and self._tracked(dst)
         ino = os.lstat(src).st_ino if tracked else 0
         super().replace(src, dst)
@@ -200,12 +247,14 @@ class PowerLossOps(FileOps):
 
     def link(self, src: Path, dst: Path) -> None:
         self._alive()
+        self._effect("link", dst)
         super().link(src, dst)
         if self._tracked(dst):
             self._set(dst, os.lstat(dst).st_ino)
 
     def unlink(self, path: Path) -> None:
         self._alive()
+        self._effect("unlink", path)
         super().unlink(path)
         if self._tracked(path):
             self._del(path)

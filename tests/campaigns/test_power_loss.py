@@ -41,7 +41,7 @@ import pytest
 from workflows.sessions.adapters import local as local_adapter
 
 from .conftest import budget, report
-from .powerloss import MODES, PowerCut, PowerLossOps, materialize
+from .powerloss import EFFECT_PLANNED, MODES, PowerCut, PowerLossOps, materialize
 from .test_io_errors import (
     DELETE,
     RESET,
@@ -90,6 +90,18 @@ def only_power_cuts(exc: BaseException) -> bool:
     # An error raised while unwinding after the cut (e.g. a close finding the power out).
     cause = exc.__context__ or exc.__cause__
     return cause is not None and only_power_cuts(cause)
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory, a symlink, or one of
+    the journal's key locks, whose pid line is written past the file operations: flock
+    locks, their contents are informative only)."""
+    return {
+        str(p.relative_to(root)): None
+        if not p.is_file() or p.is_symlink() or p.parent.name == "locks"
+        else p.read_bytes()
+        for p in root.rglob("*")
+    }
 
 
 def transcripts_of(state: Path) -> dict[str, bytes]:
@@ -175,11 +187,14 @@ def campaign(root: Path, flow: Flow, seed_: int) -> tuple[Counter[str], list[str
             shutil.rmtree(state)
             continue
         stats["unsynced_ops_at_cuts"] += ops.unsynced()
+        real = tree(state)
         for i in range(PATTERNS):
             mode = MODES[i] if i < 2 else rng.choice(MODES[2:])
             damage = ops.damage(rng, mode)
             shutil.rmtree(state)
             materialize(ops, damage, state)
+            if mode == "everything" and tree(state) != real:
+                problems.append(f"{flow.name} boundary {k}: the model is not the disk")
             found, what = check_pattern(state, flow, original, transcripts)
             stats["patterns"] += 1
             outcomes[f"{mode}: {what}"] += 1
@@ -207,6 +222,21 @@ def test_power_loss_at_every_sync_boundary(
         seconds=round(time.monotonic() - began, 1),
     )
     assert not problems, summarize(problems)
+
+
+@pytest.mark.parametrize("flow", [RESET, DELETE], ids=lambda f: f.name)
+def test_effects_follow_their_durable_plan(tmp_path: Path, flow: Flow) -> None:
+    """The ordering checker: no effect outside the journal before its plan is durable."""
+    template = make_template(tmp_path)
+    state = tmp_path / "state"
+    seed(template, state, flow)
+    ops = PowerLossOps(state)
+    ops.journal = str(state / "orchestrator" / "journal")
+    with installed(ops):
+        reply = anyio.run(ask, state, flow)
+    assert reply["ok"], reply
+    report(f"effect ordering ({flow.name})", sync_boundaries=len(ops.boundaries))
+    assert not ops.early_effects, "\n".join(ops.early_effects)
 
 
 def test_power_loss_ops_model(tmp_path: Path) -> None:
@@ -237,6 +267,19 @@ def test_power_loss_ops_model(tmp_path: Path) -> None:
     materialize(ops, synced, tmp_path / "s")
     assert (tmp_path / "s" / "old").read_bytes() == b"abc"
     assert sorted(os.listdir(tmp_path / "s")) == ["old"]
+    journal = root / "journal"
+    watched = PowerLossOps(root)
+    watched.mkdir(journal)
+    watched.journal = str(journal)
+    fd = watched.open(journal / "j", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    watched.write(fd, b"record " + EFFECT_PLANNED + b" commit")
+    watched.unlink(journal / "j")  # inside the journal: no effect
+    assert watched.early_effects == []
+    watched.unlink(root / "old")  # before the plan is durable
+    watched.fsync(fd)
+    watched.close(fd)
+    watched.mkdir(root / "d")  # after: allowed
+    assert [e.split(" while")[0] for e in watched.early_effects] == ["unlink old"]
     cut = PowerLossOps(root, cut_at=1)
     with pytest.raises(PowerCut):
         cut.fsync_dir(root)
