@@ -27,6 +27,7 @@ counted in the outcomes, not failed.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -38,6 +39,7 @@ import anyio
 import orjson
 import pytest
 
+from orchestrator import file_ops
 from workflows.sessions.adapters import local as local_adapter
 
 from .conftest import budget, report
@@ -165,7 +167,9 @@ def check_pattern(
     return problems, what
 
 
-def campaign(root: Path, flow: Flow, seed_: int) -> tuple[Counter[str], list[str], dict[str, int]]:
+def campaign(
+    root: Path, flow: Flow, seed_: int, patterns: int = PATTERNS
+) -> tuple[Counter[str], list[str], dict[str, int]]:
     template = make_template(root)
     state = root / f"state-{flow.name}"
     original = seed(template, state, flow)
@@ -188,7 +192,7 @@ def campaign(root: Path, flow: Flow, seed_: int) -> tuple[Counter[str], list[str
             continue
         stats["unsynced_ops_at_cuts"] += ops.unsynced()
         real = tree(state)
-        for i in range(PATTERNS):
+        for i in range(patterns):
             mode = MODES[i] if i < 2 else rng.choice(MODES[2:])
             damage = ops.damage(rng, mode)
             shutil.rmtree(state)
@@ -239,10 +243,30 @@ def test_effects_follow_their_durable_plan(tmp_path: Path, flow: Flow) -> None:
     assert not ops.early_effects, "\n".join(ops.early_effects)
 
 
+def test_the_campaign_catches_a_write_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mutant: the store written with temp + replace + fsync of the directory, but no fsync
+    of the temp file. The campaign must see an empty store after some cut."""
+
+    def unsynced_atomic_write(path: Path, data: bytes, *, point: str = "") -> None:
+        ops = file_ops()
+        temp = path.with_name(f".{path.name}.mutant.tmp")
+        fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        ops.write(fd, data)
+        ops.close(fd)
+        ops.replace(temp, path)
+        ops.fsync_dir(path.parent)
+
+    monkeypatch.setattr(local_adapter, "hold_store_lock", short_lock_wait)
+    monkeypatch.setattr(local_adapter, "atomic_write", unsynced_atomic_write)
+    _, problems, _ = campaign(tmp_path, RESET, seed_=2, patterns=3)
+    assert any("sessions.json is missing, empty or partial" in p for p in problems), problems
+
+
 def test_power_loss_ops_model(tmp_path: Path) -> None:
     """The harness: an unsynced create and an unsynced tail are lost in the durable view and
     kept in the full one; a synced directory keeps its names."""
-    import os
 
     root = tmp_path / "root"
     root.mkdir()
