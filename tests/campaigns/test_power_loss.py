@@ -42,6 +42,7 @@ import pytest
 from orchestrator import file_ops
 from workflows.sessions.adapters import local as local_adapter
 
+from . import powerloss
 from .conftest import budget, report
 from .powerloss import EFFECT_PLANNED, MODES, PowerCut, PowerLossOps, materialize
 from .test_io_errors import (
@@ -241,6 +242,39 @@ def test_effects_follow_their_durable_plan(tmp_path: Path, flow: Flow) -> None:
     assert reply["ok"], reply
     report(f"effect ordering ({flow.name})", sync_boundaries=len(ops.boundaries))
     assert not ops.early_effects, "\n".join(ops.early_effects)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug: a resumed run whose commit is already in the store ends failed "
+    "when its store_mutation step meets a locked store (StoreLocked), so the header, "
+    "archive and unbind are never done; here the lock is the one the cut left empty "
+    "(store_lock._create_complete links its temp without fsync) and is under 30 s old",
+)
+def test_power_loss_right_after_the_commit_with_a_quick_reboot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut right after the store's directory is fsynced (the commit durable, the
+    journal's step_finished not), recovery at once (the empty lock file is fresh)."""
+    monkeypatch.setattr(local_adapter, "hold_store_lock", short_lock_wait)
+    monkeypatch.setattr(powerloss, "REBOOT_SECONDS", 0)
+    template = make_template(tmp_path)
+    state = tmp_path / "state"
+    seed(template, state, RESET)
+    dry, _ = run_until(state, RESET, None)
+    store_tmp = "fsync agents/main/sessions/.sessions.json."
+    k = next(i for i, b in enumerate(dry.boundaries) if b.startswith(store_tmp)) + 2
+    assert dry.boundaries[k - 1] == "fsync_dir agents/main/sessions"
+    shutil.rmtree(state)
+    original = seed(template, state, RESET)
+    transcripts = transcripts_of(state)
+    ops, how = run_until(state, RESET, k)
+    assert how == "cut"
+    damage = ops.damage(random.Random(0), "durable")
+    shutil.rmtree(state)
+    materialize(ops, damage, state)
+    problems, _ = check_pattern(state, RESET, original, transcripts)
+    assert not problems, "\n".join(problems)
 
 
 def test_the_campaign_catches_a_write_without_fsync(
