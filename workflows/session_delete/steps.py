@@ -12,8 +12,9 @@ from ..sessions.cleanup import unbind_session
 from ..sessions.keys import store_keys
 from ..sessions.paths import transcript_candidates
 from ..sessions.ports import SessionHost
-from ..sessions.snapshot import freshest, run_input
+from ..sessions.snapshot import RunInput, freshest, run_input
 from ..sessions.store_file import StoreConflict, StoreDoc
+from ..sessions.store_lock import StoreLocked
 from ..sessions.transcripts import apply_moves, archive_path, archived
 
 __all__ = ("Deleted", "archive", "store_mutation", "unbind")
@@ -64,8 +65,20 @@ async def store_mutation(ctx: StepContext) -> dict[str, Any]:
     async def journal_capture(deleted: Deleted) -> None:
         await ctx.plan("deleted", lambda: deleted, type=Deleted)
 
-    deleted = await host.store.update(request.agent, mutate, before_write=journal_capture)
+    try:
+        deleted = await host.store.update(request.agent, mutate, before_write=journal_capture)
+    except StoreLocked:
+        # A resumed delete already written needs no lock: a busy lock must not turn a done
+        # delete into a failed one.
+        if prior is None or not _gone(host.store.read(request.agent), request, host):
+            raise
+        deleted = prior
     return msgspec.to_builtins(deleted)  # type: ignore[no-any-return]
+
+
+def _gone(doc: StoreDoc, request: RunInput, host: SessionHost) -> bool:
+    keys = store_keys(request.key, request.canonical, request.agent, host.config, doc)
+    return freshest(doc, keys) is None
 
 
 async def _prior(ctx: StepContext) -> Deleted | None:

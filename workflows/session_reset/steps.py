@@ -16,8 +16,9 @@ from ..sessions.entry import reset_entry, rewrite_session_file
 from ..sessions.keys import store_keys
 from ..sessions.paths import resolve_session_file, transcript_candidates
 from ..sessions.ports import SessionHost
-from ..sessions.snapshot import Snapshot, freshest, run_input, snapshot
+from ..sessions.snapshot import RunInput, Snapshot, freshest, run_input, snapshot
 from ..sessions.store_file import StoreConflict, StoreDoc
+from ..sessions.store_lock import StoreLocked
 from ..sessions.transcripts import apply_moves, archive_path, archived
 
 __all__ = ("ResetPlan", "archive", "hook_fired", "store_mutation", "unbind")
@@ -118,8 +119,26 @@ async def store_mutation(ctx: StepContext) -> dict[str, Any]:
                 doc.delete(key)
         return {"entry": entry, "applied": "now"}
 
-    result = await host.store.update(request.agent, mutate)
+    try:
+        result = await host.store.update(request.agent, mutate)
+    except StoreLocked:
+        # A resumed commit that is already in the store needs no lock: a busy lock must not
+        # turn a done reset into a failed one (found by the power-loss campaign).
+        done = _applied(host.store.read(request.agent), request, host, plan.new_session_id)
+        if done is None:
+            raise
+        result = done
     return {**result, "old_session_id": plan.expected_old_id}
+
+
+def _applied(
+    doc: StoreDoc, request: RunInput, host: SessionHost, new_session_id: str
+) -> dict[str, Any] | None:
+    keys = store_keys(request.key, request.canonical, request.agent, host.config, doc)
+    found = freshest(doc, keys)
+    if found is not None and found[1].get("sessionId") == new_session_id:
+        return {"entry": found[1], "applied": "already"}
+    return None
 
 
 async def archive(ctx: StepContext) -> dict[str, Any]:

@@ -111,8 +111,15 @@ def _create_complete(lock_path: Path, body: bytes) -> None:
     fd = ops.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         ops.write(fd, body)
-    finally:
+        # Durable before its name is: a power cut must never leave an empty lock behind
+        # (the store's own directory fsync would make the name durable).
+        ops.fsync(fd)
+    except BaseException:
         close_quietly(fd)
+        with contextlib.suppress(OSError):
+            ops.unlink(temp)
+        raise
+    close_quietly(fd)
     try:
         ops.link(temp, lock_path)
     finally:
