@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Final
@@ -158,13 +159,15 @@ def remove_stale_temps(path: Path) -> list[Path]:
     writer would otherwise be pulled from under it.
     """
     removed: list[Path] = []
-    prefix = f".{path.name}."
+    # Exactly ".<name>.<8 hex>.tmp": the temp files of *other* names beginning with this
+    # one (".sessions.json.lock.<hex>.tmp" for "sessions.json") are not ours to remove.
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp")
     try:
         names = os.listdir(path.parent)
     except FileNotFoundError:
         return removed
     for name in names:
-        if name.startswith(prefix) and name.endswith(".tmp"):
+        if ours.fullmatch(name):
             _unlink_quietly(path.parent / name)
             removed.append(path.parent / name)
     return removed

@@ -19,7 +19,7 @@ import anyio
 import orjson
 from anyio.lowlevel import RunVar
 
-from orchestrator import close_quietly, failpoint, file_ops
+from orchestrator import close_quietly, failpoint, file_ops, remove_stale_temps
 
 __all__ = ("StoreLocked", "hold_store_lock")
 
@@ -58,6 +58,9 @@ async def hold_store_lock(store: Path, *, wait: float = 10.0) -> AsyncIterator[N
     local = _local_lock(lock_path)
     async with local:
         await _acquire(lock_path, wait)
+        # Holding the lock, sweep lock temps a crash or a failed unlink left; one of another
+        # process in flight is swept too, and that process simply tries again.
+        remove_stale_temps(lock_path)
         try:
             yield
         finally:
@@ -86,6 +89,8 @@ async def _acquire(lock_path: Path, wait: float) -> None:
     while True:
         try:
             _create_complete(lock_path, body)
+        except _Swept:
+            continue  # our temp was swept by the holder before we could link it: again
         except FileExistsError:
             holder = _stale_holder(lock_path)
             if holder is None:
@@ -98,6 +103,10 @@ async def _acquire(lock_path: Path, wait: float) -> None:
             continue
         failpoint("store_lock.acquired")
         return
+
+
+class _Swept(Exception):
+    """Our lock temp vanished before it was linked (the holder swept it): try again."""
 
 
 def _create_complete(lock_path: Path, body: bytes) -> None:
@@ -122,6 +131,8 @@ def _create_complete(lock_path: Path, body: bytes) -> None:
     close_quietly(fd)
     try:
         ops.link(temp, lock_path)
+    except FileNotFoundError:
+        raise _Swept from None
     finally:
         with contextlib.suppress(OSError):
             ops.unlink(temp)
