@@ -169,8 +169,9 @@ class CountingOps(FileOps):
 
 
 async def local_seq(runs: int, workdir: Path) -> dict[str, Any]:
+    from orchestrator.cli import journal_dir
     from workflows.sessions.adapters.local import LocalHost
-    from workflows.sessions.service import SessionService, journal_dir
+    from workflows.sessions.service import SessionService
 
     state = workdir / "local"
     sessions = state / "agents" / "main" / "sessions"

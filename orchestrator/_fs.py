@@ -66,11 +66,6 @@ class FileOps:
         with open(path, "rb") as f:
             return f.read()
 
-    def read_from(self, path: Path, offset: int) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-
     def replace(self, src: Path, dst: Path) -> None:
         os.replace(src, dst)
 

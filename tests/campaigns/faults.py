@@ -1,7 +1,7 @@
 """A ``FileOps`` that fails the n-th file operation with a chosen errno (campaign 3).
 
 Every primitive of ``orchestrator._fs.FileOps`` is counted (``open``, ``write``, ``fsync``,
-``close``, ``truncate``, ``read``, ``read_from``, ``replace``, ``link``, ``unlink``, ``mkdir``,
+``close``, ``truncate``, ``read``, ``replace``, ``link``, ``unlink``, ``mkdir``,
 ``fsync_dir``; ``rename_noreplace`` is counted as the ``link`` and ``unlink`` it is made of).
 The n-th counted call fails, once or (``persistent``) with every counted call after it too,
 the way a disk that went bad or full keeps failing.
@@ -46,7 +46,6 @@ OPERATIONS = frozenset(
         "close",
         "truncate",
         "read",
-        "read_from",
         "replace",
         "link",
         "unlink",
@@ -172,10 +171,6 @@ class FaultyOps(FileOps):
     def read(self, path: Path) -> bytes:
         self._gate("read", path)
         return super().read(path)
-
-    def read_from(self, path: Path, offset: int) -> bytes:
-        self._gate("read_from", path)
-        return super().read_from(path, offset)
 
     def replace(self, src: Path, dst: Path) -> None:
         self._gate("replace", dst)

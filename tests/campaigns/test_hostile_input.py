@@ -44,13 +44,14 @@ import orjson
 import pytest
 
 from orchestrator import ENV_CRASH_AT, FileJournal, open_engine
+from orchestrator.cli import journal_dir
 from orchestrator.errors import UsageError
 from orchestrator.testing import FakeClock
 from workflows.sessions.adapters.local import LocalHost
 from workflows.sessions.config import load_config
 from workflows.sessions.demo import seed_state
 from workflows.sessions.keys import resolve_target
-from workflows.sessions.service import SessionService, journal_dir
+from workflows.sessions.service import SessionService
 from workflows.sessions.transcripts import archive_path
 
 from .conftest import SOAK, report

@@ -56,12 +56,13 @@ from orchestrator import (
     open_engine,
     set_file_ops,
 )
+from orchestrator.cli import journal_dir
 from orchestrator.errors import JournalError, OrchestratorError
 from orchestrator.testing import FakeClock
 from workflows.sessions.adapters import local as local_adapter
 from workflows.sessions.adapters.local import LocalHost
 from workflows.sessions.demo import seed_state
-from workflows.sessions.service import SessionService, journal_dir
+from workflows.sessions.service import SessionService
 from workflows.sessions.store_lock import hold_store_lock
 
 from .conftest import SOAK, budget, report

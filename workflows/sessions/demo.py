@@ -14,11 +14,11 @@ import anyio
 import orjson
 
 from orchestrator import ENV_CRASH_AT, Engine, FileJournal, atomic_write, ensure_dir, open_engine
-from orchestrator.cli import DEFAULT_STATE_DIR, print_history
+from orchestrator.cli import DEFAULT_STATE_DIR, journal_dir, print_history
 from orchestrator.errors import UsageError
 
 from .adapters.local import LocalHost
-from .service import SessionService, journal_dir
+from .service import SessionService
 from .transcripts import iso_utc
 
 __all__ = ("demo", "demo_options", "seed_state")

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from orchestrator import Engine, FileJournal, Outcome, RunResult, open_engine
+from orchestrator.cli import journal_dir
 from orchestrator.errors import UsageError
 
 from ..session_delete import SESSION_DELETE
@@ -155,10 +156,6 @@ def _failure(result: RunResult) -> Reply:
 
 def _expand(state_dir: Path | str) -> Path:
     return Path(os.path.expanduser(state_dir))
-
-
-def journal_dir(state_dir: Path) -> Path:
-    return state_dir / "orchestrator" / "journal"
 
 
 @asynccontextmanager
