@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +30,8 @@ __all__ = (
     "close_quietly",
     "ensure_dir",
     "file_ops",
+    "first_symlink",
+    "layer_file_ops",
     "remove_stale_temps",
     "safe_join",
     "set_file_ops",
@@ -93,7 +96,10 @@ class FileOps:
             os.close(fd)
 
 
-_ops: FileOps = FileOps()
+#: What ``set_file_ops`` installed; ``_ops`` is it, or the layer's wrapper around it.
+_installed: FileOps = FileOps()
+_layer: Callable[[FileOps], FileOps] | None = None
+_ops: FileOps = _installed
 
 
 def file_ops() -> FileOps:
@@ -101,10 +107,32 @@ def file_ops() -> FileOps:
 
 
 def set_file_ops(ops: FileOps) -> FileOps:
-    """Swap the operations (tests: a simulated file system); returns the previous ones."""
-    global _ops
-    previous, _ops = _ops, ops
+    """Swap the operations (tests: a simulated file system); returns the previous ones.
+
+    A layer (``layer_file_ops``) stays around whatever is installed.
+    """
+    global _installed
+    previous, _installed = _installed, ops
+    _stack()
     return previous
+
+
+def layer_file_ops(layer: Callable[[FileOps], FileOps] | None) -> None:
+    """Keep ``layer(ops)`` around the installed operations, now and after every
+    ``set_file_ops`` (``None`` removes it).
+
+    For a checker that must see every operation whatever a test installs (the test suite's
+    ordering checker): ``layer`` gets each newly installed ops and returns the ops to use,
+    which delegate to them.
+    """
+    global _layer
+    _layer = layer
+    _stack()
+
+
+def _stack() -> None:
+    global _ops
+    _ops = _installed if _layer is None else _layer(_installed)
 
 
 def ensure_dir(path: Path) -> None:
@@ -171,6 +199,17 @@ def remove_stale_temps(path: Path) -> list[Path]:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         _ops.unlink(path)
+
+
+def first_symlink(base: Path, path: Path) -> Path | None:
+    """The first symlink on the way from ``base`` (itself excluded) down to ``path``, which
+    must be under it; None if there is none (missing directories are no symlinks)."""
+    here = base
+    for part in path.relative_to(base).parts:
+        here = here / part
+        if os.path.islink(here):
+            return here
+    return None
 
 
 def safe_join(base: Path, name: str) -> Path:

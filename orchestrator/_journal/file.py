@@ -26,6 +26,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -35,7 +36,7 @@ from pathlib import Path
 import anyio
 
 from .._failpoints import failpoint
-from .._fs import atomic_write, close_quietly, ensure_dir, file_ops
+from .._fs import atomic_write, close_quietly, ensure_dir, file_ops, first_symlink
 from ..errors import JournalUnavailable
 from .framing import (
     HEADER_SIZE,
@@ -48,11 +49,16 @@ from .framing import (
 )
 from .history import RunHistory, RunIndex
 from .keylocks import FileKeyLocks
-from .records import Record
+from .records import Record, RunStarted
 
 __all__ = ("FileJournal",)
 
 SUFFIX = ".jrnl"
+#: The temp file ``atomic_write`` leaves when a crash stops a torn tail's save as
+#: ``<file>.<offset>.broken``.
+_BROKEN_TEMP = re.compile(
+    rf"\.(?P<journal>[^/]+{re.escape(SUFFIX)})\.\d+\.broken\.[0-9a-f]{{8}}\.tmp"
+)
 #: Pending records are written once they add up to this much, durable or not.
 FLUSH_BYTES = 64 * 1024
 
@@ -67,6 +73,7 @@ class FileJournal:
 
     def __init__(self, directory: Path, *, lock_timeout: float = 120.0, repair: bool = True):
         self.directory = Path(directory)
+        _refuse_symlinks(self.directory)
         self.repair = repair
         #: fsyncs of journal files done by this instance (the benchmark reports them).
         self.syncs = 0
@@ -75,6 +82,8 @@ class FileJournal:
         self._index = RunIndex()
         self._locks = FileKeyLocks(self.directory / "locks", timeout=lock_timeout)
         self._read_upto: dict[Path, int] = {}
+        #: Per key, the end of its last record appended here (synced on leaving the key).
+        self._key_ends: dict[str, int] = {}
         self._salts: dict[Path, bytes] = {}
         self._path: Path | None = None
         self._fd: int | None = None
@@ -113,8 +122,12 @@ class FileJournal:
             raise JournalUnavailable(self.directory, exc.strerror or str(exc)) from exc
         if self.repair:
             for name in names:
-                if name.startswith(".") and name.endswith(SUFFIX + ".tmp"):
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    continue
+                if name.endswith(SUFFIX + ".tmp"):
                     self._sweep_temp(self.directory / name)
+                elif (saved := _BROKEN_TEMP.fullmatch(name)) is not None:
+                    self._sweep_broken_temp(self.directory / name, saved["journal"])
         return [self.directory / n for n in names if n.endswith(SUFFIX) and not n.startswith(".")]
 
     def _sweep_temp(self, path: Path) -> None:
@@ -139,6 +152,29 @@ class FileJournal:
             pass
         finally:
             close_quietly(fd)
+
+    def _sweep_broken_temp(self, path: Path, journal_name: str) -> None:
+        """Remove the temp file of a torn tail being saved as ``.broken`` when a crash
+        interrupted the save (the tail is still in the journal file: the next read saves it
+        again). Whoever saves a tail holds its journal file's lock, so the temp is swept
+        only under that lock (or when that file is gone: nobody can be saving its tail)."""
+        journal = self.directory / journal_name
+        try:
+            fd = _lock_if_dead(journal)
+        except JournalUnavailable:
+            if os.path.lexists(journal):
+                return  # unreadable: leave it
+            fd = None
+        else:
+            if fd is None:
+                return  # a live writer, or a reader saving this tail right now
+        try:
+            file_ops().unlink(path)
+        except OSError:
+            pass
+        finally:
+            if fd is not None:
+                close_quietly(fd)
 
     def _read_file(self, path: Path) -> list[RunHistory]:
         if path == self._path:
@@ -231,6 +267,11 @@ class FileJournal:
     def history(self, run_id: str) -> RunHistory | None:
         return self._index.get(run_id)
 
+    async def load(self, run_id: str) -> RunHistory | None:
+        # Every holder of the run's key reads all files on taking it (lock_key): the index
+        # is current for the run while its key is held.
+        return self._index.get(run_id)
+
     def runs(self) -> Iterable[RunHistory]:
         return iter(self._index)
 
@@ -242,7 +283,16 @@ class FileJournal:
         async with self._locks.hold(key) as others_held_it:
             if others_held_it:
                 await self.refresh()  # read what they wrote before going on
-            yield
+            try:
+                yield
+            finally:
+                # The key's records must be on disk before the next holder reads: one left
+                # pending (a run cancelled between steps) would be written after that
+                # holder's records at the same positions, and the journal would be corrupt.
+                end = self._key_ends.pop(key, 0)
+                if end > self._synced and self._failed is None:
+                    with anyio.CancelScope(shield=True):
+                        await self._commit(end)
 
     def key_held(self, key: str) -> bool:
         """Whether a live process (this one included) holds ``key``'s lock now; never waits."""
@@ -258,7 +308,10 @@ class FileJournal:
         frame = encode_frame(record, self._salt)  # raises before anything changes
         self._pending.append(frame)
         self._appended += len(frame)
-        self._index.add(record, self._path)
+        history = self._index.add(record, self._path)
+        first = history.records[0]
+        if isinstance(first, RunStarted):
+            self._key_ends[first.key] = self._appended
         if durable:
             # Shielded: a cancelled caller must still learn whether its record is durable
             # before it goes on (and the batch it leads must not be abandoned half way).
@@ -374,6 +427,21 @@ class FileJournal:
             if self._fd is not None:
                 close_quietly(self._fd)
                 self._fd = None
+
+
+def _refuse_symlinks(directory: Path) -> None:
+    """Refuse a journal directory reached through a symlink at the directories a state
+    directory's journal owns (``<state>/orchestrator/journal`` and its ``locks``): its
+    writes, repairs and sweeps would land wherever the link points. What is above is the
+    user's (a state directory may be a symlink)."""
+    journal = Path(os.path.abspath(directory))
+    link = first_symlink(journal.parent.parent, journal / "locks")
+    if link is not None:
+        raise JournalUnavailable(
+            link,
+            "it is a symlink, and the journal does not follow symlinks into its directory",
+            hint="replace it with a real directory (move the files it points to there)",
+        )
 
 
 def _creator_pid(name: str) -> int | None:

@@ -48,6 +48,7 @@ import pytest
 from orchestrator import file_ops
 from workflows.sessions.adapters import local as local_adapter
 
+from ..ordering import OrderingChecker
 from . import powerloss
 from .conftest import budget, report
 from .powerloss import EFFECT_PLANNED, MODES, PowerCut, PowerLossOps, materialize
@@ -393,10 +394,11 @@ def test_power_loss_right_after_the_commit_with_a_quick_reboot(
 
 
 def test_the_campaign_catches_a_write_without_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ordering_checker: OrderingChecker
 ) -> None:
     """A mutant: the store written with temp + replace + fsync of the directory, but no fsync
-    of the temp file. The campaign must see an empty store after some cut."""
+    of the temp file. The campaign must see an empty store after some cut, and the always-on
+    ordering checker a store commit recorded before the store's bytes were synced."""
 
     def unsynced_atomic_write(path: Path, data: bytes, *, point: str = "") -> None:
         ops = file_ops()
@@ -411,6 +413,12 @@ def test_the_campaign_catches_a_write_without_fsync(
     monkeypatch.setattr(local_adapter, "atomic_write", unsynced_atomic_write)
     _, problems, _ = campaign(tmp_path, RESET, seed_=2, patterns=3)
     assert any("sessions.json is missing, empty or partial" in p for p in problems), problems
+    unsynced = ".sessions.json.mutant.tmp: bytes written, not fsynced"
+    assert any(
+        v.startswith("step_finished 'store_mutation'") and unsynced in v
+        for v in ordering_checker.violations
+    ), ordering_checker.violations[:3]
+    ordering_checker.violations.clear()  # seen: the mutant broke the rule on purpose
 
 
 def test_power_loss_ops_model(tmp_path: Path) -> None:

@@ -81,7 +81,12 @@ def move_no_overwrite(src: Path, dst: Path, *, new_session_id: str | None = None
             return "moved"
         return "kept_both"
     if not src_there:
-        return "already_moved" if dst_there else "missing"
+        if not dst_there:
+            return "missing"
+        # An earlier attempt moved it, maybe without syncing the directory (its fsync
+        # failed, or the process died after the rename): the move is durable only now.
+        ops.fsync_dir(dst.parent)
+        return "already_moved"
     ops.rename_noreplace(src, dst)
     failpoint("archive.renamed")
     ops.fsync_dir(dst.parent)
@@ -124,6 +129,9 @@ def write_header(path: Path, session_id: str, at_ms: int, cwd: str) -> bool:
     # The caller holds the run's key lock, so no one else writes this transcript now.
     remove_stale_temps(path)
     if os.path.lexists(path):
+        # Maybe an earlier attempt's, linked without its directory fsync (that failed, or
+        # the process died first): sync it before anyone records the header as written.
+        file_ops().fsync_dir(path.parent)
         return False
     header = {
         "type": "session",

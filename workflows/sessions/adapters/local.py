@@ -118,6 +118,11 @@ class LocalStore:
                 if before_write is not None:
                     await before_write(result)
                 atomic_write(path, doc.encode(), point="store")
+            else:
+                # Nothing to write, perhaps because an earlier attempt wrote it and then
+                # failed (or died) before its directory fsync: sync it before the caller
+                # records the change as made.
+                file_ops().fsync_dir(path.parent)
             return result
 
 
@@ -163,11 +168,22 @@ class LocalBindings:
         bindings = self._load()
         mine = [b for b in bindings if str(b.get("targetSessionKey", "")).lower() == key.lower()]
         if not mine:
+            if os.path.lexists(self.path):
+                # An earlier attempt may have unbound the key without its directory fsync
+                # (it failed, or the process died first): the unbind is durable only now.
+                file_ops().fsync_dir(self.dir)
             return []
         sent = self._farewells_sent()
+        logged_before = False
         for binding in mine:
-            if (farewell_id, str(binding.get("threadId"))) not in sent:
+            if (farewell_id, str(binding.get("threadId"))) in sent:
+                logged_before = True
+            else:
                 self._say_farewell(farewell_id, binding, kind, reason)
+        if logged_before:
+            # Logged by an earlier attempt whose fsync may have failed (or that died first):
+            # synced again, through a new descriptor, before its binding goes.
+            self._sync_farewells()
         rest = [b for b in bindings if b not in mine]
         atomic_write(
             self.path,
@@ -201,6 +217,14 @@ class LocalBindings:
                 continue  # a line torn by a crash: that farewell was not recorded
             sent.add((str(item.get("farewellId")), str(item.get("threadId"))))
         return sent
+
+    def _sync_farewells(self) -> None:
+        ops = file_ops()
+        fd = ops.open(self.farewells, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            ops.fsync(fd)
+        finally:
+            close_quietly(fd)
 
     def _say_farewell(
         self, farewell_id: str, binding: dict[str, Any], kind: str, reason: str
