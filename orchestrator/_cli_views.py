@@ -22,6 +22,7 @@ import orjson
 from ._audit import export_jsonl
 from ._fs import atomic_write
 from ._journal.file import FileJournal
+from ._journal.postgres import PostgresJournal
 from ._progress import progress
 from ._registry import Command
 from ._runs_text import count, print_list, print_view
@@ -135,13 +136,16 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     )
     _since_option(parser, "runs (each exported whole)")
     _state_dir_option(parser)
+    from .cli import add_journal_option
+
+    add_journal_option(parser)
 
 
 async def _cmd_list(args: argparse.Namespace) -> int:
     if args.status is not None and args.status not in STATUSES:
         raise UsageError(f"--status {args.status!r}: expected one of {_statuses()}")
     since = _since(args.since)
-    async with _read_journal(args.state_dir) as journal:
+    async with _read_journal(args.state_dir, args.journal) as journal:
         total = sum(1 for _ in journal.runs())
         with progress(total, "reading runs", enabled=not args.json, min_total=PROGRESS_MIN) as tick:
             found = select_runs(
@@ -157,13 +161,13 @@ async def _cmd_list(args: argparse.Namespace) -> int:
     elif found:
         print_list(found)
     else:
-        print(f"no runs match in {_where(args.state_dir)}", file=sys.stderr)
+        print(f"no runs match in {_where(args)}", file=sys.stderr)
     return 0
 
 
 async def _cmd_show(args: argparse.Namespace) -> int:
-    async with _read_journal(args.state_dir) as journal:
-        history = find_run(journal, args.run_id, _where(args.state_dir))
+    async with _read_journal(args.state_dir, args.journal) as journal:
+        history = find_run(journal, args.run_id, _where(args))
         view = view_run(history, journal.key_held)
     if args.json:
         _emit_json(view)
@@ -174,7 +178,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
 
 async def _cmd_export(args: argparse.Namespace) -> int:
     since = _since(args.since)
-    async with _read_journal(args.state_dir) as journal:
+    async with _read_journal(args.state_dir, args.journal) as journal:
         histories = ordered(journal.runs())
         with progress(len(histories), "exporting runs", min_total=PROGRESS_MIN) as tick:
             data, records, runs = export_jsonl(histories, since=since, tick=tick)
@@ -194,12 +198,16 @@ async def _cmd_export(args: argparse.Namespace) -> int:
 
 
 @asynccontextmanager
-async def _read_journal(state_dir: Path) -> AsyncIterator[FileJournal]:
-    from .cli import journal_dir
+async def _read_journal(
+    state_dir: Path, url: str | None
+) -> AsyncIterator[FileJournal | PostgresJournal]:
+    from .cli import open_journal
 
-    journal = await FileJournal.open(journal_dir(state_dir), repair=False)
+    journal = await open_journal(state_dir, url, read_only=True)
+    assert isinstance(journal, FileJournal | PostgresJournal)
     try:
-        for path, damage, _cut in journal.damage:
+        damaged = journal.damage if isinstance(journal, FileJournal) else []
+        for path, damage, _cut in damaged:
             print(
                 f"orchestrator: warning: {path} has a damaged tail at byte {damage.offset} "
                 f"({damage.reason}); records after it are not shown. 'orchestrator recover' "
@@ -215,10 +223,15 @@ def _since(text: str | None) -> float | None:
     return None if text is None else parse_since(text, time.time())
 
 
-def _where(state_dir: Path) -> str:
-    from .cli import journal_dir
+def _where(args: argparse.Namespace) -> str:
+    from .cli import journal_dir, journal_url
 
-    return str(journal_dir(state_dir))
+    url = journal_url(args.journal)
+    if url is not None:
+        from ._journal.postgres import redact_url
+
+        return redact_url(url)
+    return str(journal_dir(args.state_dir))
 
 
 def _statuses() -> str:

@@ -1,8 +1,11 @@
 """Named crash points for crash testing (DESIGN §8).
 
 ``ORCHESTRATOR_CRASH_AT=<point>[#<n>]`` makes the process SIGKILL itself the n-th time (default
-the first) it reaches ``point``; ``ORCHESTRATOR_CRASH_TRACE=<file>`` appends the name of every
-point reached, one a line. With neither set, ``failpoint`` is one global lookup and a return.
+the first) it reaches ``point``; ``ORCHESTRATOR_PAUSE_AT=<point>[#<n>]`` makes it SIGSTOP
+itself there instead (a host frozen mid-run, as in a network partition: its leases expire
+while it cannot act; SIGCONT resumes it); ``ORCHESTRATOR_CRASH_TRACE=<file>`` appends the name
+of every point reached, one a line. With none set, ``failpoint`` is one global lookup and a
+return.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ("ENV_CRASH_AT", "ENV_CRASH_TRACE", "configure_from_env", "failpoint")
+__all__ = ("ENV_CRASH_AT", "ENV_CRASH_TRACE", "ENV_PAUSE_AT", "configure_from_env", "failpoint")
 
 ENV_CRASH_AT = "ORCHESTRATOR_CRASH_AT"
+ENV_PAUSE_AT = "ORCHESTRATOR_PAUSE_AT"
 ENV_CRASH_TRACE = "ORCHESTRATOR_CRASH_TRACE"
 
 _active = False
-_crash_point: str | None = None
-_crash_after = 1
+#: point -> (arrival that triggers, signal sent to this process)
+_triggers: dict[str, tuple[int, signal.Signals]] = {}
 _trace_fd: int | None = None
 _arrivals: dict[str, int] = {}
 
@@ -32,22 +36,25 @@ def _arrive(name: str) -> None:
     if _trace_fd is not None:
         # One unbuffered O_APPEND write, so the line survives the SIGKILL that may follow.
         os.write(_trace_fd, (name + "\n").encode())
-    if name == _crash_point:
+    trigger = _triggers.get(name)
+    if trigger is not None:
         count = _arrivals[name] = _arrivals.get(name, 0) + 1
-        if count == _crash_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if count == trigger[0]:
+            os.kill(os.getpid(), trigger[1])
 
 
 def configure_from_env(environ: dict[str, str] | None = None) -> None:
-    """(Re)read the two environment variables; called once at import."""
-    global _active, _crash_point, _crash_after, _trace_fd
+    """(Re)read the environment variables; called once at import."""
+    global _active, _trace_fd
     env = os.environ if environ is None else environ
-    spec = env.get(ENV_CRASH_AT, "").strip()
-    _crash_point, _, count = spec.partition("#")
-    _crash_point = _crash_point or None
-    if count and not (count.isdigit() and int(count) >= 1):
-        raise ValueError(f"{ENV_CRASH_AT}={spec!r}: expected <point> or <point>#<n> with n >= 1")
-    _crash_after = int(count) if count else 1
+    _triggers.clear()
+    for variable, sig in ((ENV_PAUSE_AT, signal.SIGSTOP), (ENV_CRASH_AT, signal.SIGKILL)):
+        spec = env.get(variable, "").strip()
+        point, _, count = spec.partition("#")
+        if count and not (count.isdigit() and int(count) >= 1):
+            raise ValueError(f"{variable}={spec!r}: expected <point> or <point>#<n> with n >= 1")
+        if point:
+            _triggers[point] = (int(count) if count else 1, sig)
     if _trace_fd is not None:
         os.close(_trace_fd)
         _trace_fd = None
@@ -55,7 +62,7 @@ def configure_from_env(environ: dict[str, str] | None = None) -> None:
     if trace:
         _trace_fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     _arrivals.clear()
-    _active = _crash_point is not None or _trace_fd is not None
+    _active = bool(_triggers) or _trace_fd is not None
 
 
 configure_from_env()

@@ -42,7 +42,7 @@ from ._recovery import Position, check_resumable, resume_position
 from ._spec import OUTCOMES, Outcome, State, WorkflowSpec
 from .errors import KeyBusy, ResumeRefused, UnknownWorkflow, UsageError
 
-__all__ = ("Engine", "RecoveryReport", "RunHandle", "RunResult", "open_engine")
+__all__ = ("Engine", "RecoveryReport", "RunHandle", "RunResult", "open_engine", "result_of")
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,15 +167,48 @@ class Engine:
         """Run ``workflow`` on ``key`` to its end and return how it ended.
 
         ``force`` maps states to an outcome they end in without running (fault injection).
+        A ``run_id`` given by the caller makes the start idempotent: if the journal already
+        has that run, it is not started again; its result is returned (once it is resumed,
+        if it was interrupted). Two hosts asked for the same run id produce one run.
         """
+        return await self._run(
+            workflow,
+            key,
+            input,
+            requested_by=requested_by,
+            force=force,
+            run_id=run_id or self.ids.new_run_id(),
+            idempotent=run_id is not None,
+        )
+
+    async def _run(
+        self,
+        workflow: str,
+        key: str,
+        input: Any,
+        *,
+        requested_by: str,
+        force: Mapping[str, Outcome] | None,
+        run_id: str,
+        idempotent: bool,
+    ) -> RunResult:
         spec, table, deps = self._lookup(workflow)
         forced = _check_forced(spec, force or {})
-        run_id = run_id or self.ids.new_run_id()
         self._active.setdefault(run_id, None)
         try:
             async with self.journal.lock_key(key):
+                existing = await self.journal.load(run_id) if idempotent else None
+                if existing is not None and existing.started.key != key:
+                    raise UsageError(
+                        f"run id {run_id} is taken by a run of {existing.started.workflow} "
+                        f"on key {existing.started.key!r}; choose another run id"
+                    )
+                if existing is not None and existing.finished is not None:
+                    return result_of(existing)
                 for history in self.journal.unfinished(key):
-                    await self._resume(history, f"before new run {run_id}")
+                    resumed = await self._resume(history, f"before new run {run_id}")
+                    if history.run_id == run_id:
+                        return resumed
                 if run_id in self._cancel_requested:
                     return RunResult(
                         run_id=run_id,
@@ -223,13 +256,14 @@ class Engine:
 
         async def _run() -> None:
             try:
-                handle._result = await self.run(
+                handle._result = await self._run(
                     workflow,
                     key,
                     input,
                     requested_by=requested_by,
                     force=force,
                     run_id=handle.run_id,
+                    idempotent=False,
                 )
             except Exception as exc:
                 handle._error = exc
@@ -286,6 +320,18 @@ class Engine:
             refused=[o for o in outcomes if isinstance(o, str)],
             skipped=[h.run_id for h, o in zip(pending, outcomes, strict=True) if o is None],
         )
+
+    async def recover_key(self, key: str, *, requested_by: str = "recover") -> RecoveryReport:
+        """Resume the unfinished runs of ``key`` (a worker calls this for a key it claimed)."""
+        resumed: list[RunResult] = []
+        refused: list[str] = []
+        async with self.journal.lock_key(key):
+            for history in self.journal.unfinished(key):
+                try:
+                    resumed.append(await self._resume(history, requested_by))
+                except ResumeRefused as exc:
+                    refused.append(str(exc))
+        return RecoveryReport(resumed=resumed, refused=refused)
 
     async def _recover_one(self, history: RunHistory, requested_by: str) -> RunResult | str | None:
         """The resumed run's result, why it was refused, or None if it finished meanwhile."""
@@ -477,6 +523,22 @@ class Engine:
             return self._workflows[workflow]
         except KeyError:
             raise UnknownWorkflow(workflow, self._workflows) from None
+
+
+def result_of(history: RunHistory) -> RunResult:
+    """The result of a finished run, read from its journal."""
+    finished = history.finished
+    assert finished is not None
+    return RunResult(
+        run_id=history.run_id,
+        workflow=history.started.workflow,
+        key=history.started.key,
+        status=finished.status,
+        code=finished.code,
+        message=finished.message,
+        state=finished.step,
+        results=history.results(),
+    )
 
 
 def _check_forced(spec: WorkflowSpec, force: Mapping[str, str]) -> dict[str, Outcome]:

@@ -23,6 +23,7 @@ import msgspec
 import orjson
 
 from ._journal.file import FileJournal
+from ._ports import Journal
 from ._registry import Command, WorkflowPlugin, load_plugins
 from ._runner import Engine, RecoveryReport, RunResult, open_engine
 from ._spec import OUTCOMES, Outcome
@@ -30,9 +31,14 @@ from .errors import OrchestratorError, UsageError
 
 __all__ = (
     "add_common_options",
+    "add_journal_option",
+    "add_run_id_option",
+    "check_run_id",
     "emit_json",
     "journal_dir",
+    "journal_url",
     "main",
+    "open_journal",
     "open_state_engine",
     "parse_injections",
     "print_history",
@@ -40,6 +46,10 @@ __all__ = (
 )
 
 DEFAULT_STATE_DIR = Path("state")
+#: A shared journal's URL when ``--journal`` is not given (the file journal otherwise).
+JOURNAL_ENV = "ORCHESTRATOR_JOURNAL"
+#: The PostgreSQL schema the journal lives in (default ``orchestrator``).
+SCHEMA_ENV = "ORCHESTRATOR_PG_SCHEMA"
 
 
 def journal_dir(state_dir: Path) -> Path:
@@ -47,14 +57,50 @@ def journal_dir(state_dir: Path) -> Path:
     return state_dir / "orchestrator" / "journal"
 
 
+def journal_url(url: str | None) -> str | None:
+    """The shared journal to use: ``url`` (``--journal``), else $ORCHESTRATOR_JOURNAL, else
+    None (the file journal of the state directory)."""
+    return url or os.environ.get(JOURNAL_ENV) or None
+
+
+async def open_journal(
+    state_dir: Path, url: str | None = None, *, read_only: bool = False
+) -> Journal:
+    """The journal a command works on: PostgreSQL if a URL is given (see ``journal_url``),
+    else the file journal under ``state_dir``. ``read_only``: for views (nothing is
+    repaired or created, every run is read)."""
+    url = journal_url(url)
+    if url is None:
+        return await FileJournal.open(journal_dir(state_dir), repair=not read_only)
+    from ._journal.postgres import DEFAULT_SCHEMA, PostgresJournal, is_postgres_url
+
+    if not is_postgres_url(url):
+        raise UsageError(
+            f"--journal {url!r}: expected postgresql://user@host:port/database (leave "
+            "--journal out to use the file journal under --state-dir)"
+        )
+    schema = os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
+    journal = await PostgresJournal.open(url, schema=schema, create=not read_only)
+    if read_only:
+        try:
+            await journal.load_all()
+        except BaseException:
+            await journal.aclose()
+            raise
+    return journal
+
+
 @asynccontextmanager
 async def open_state_engine(
-    state_dir: Path, plugins: Sequence[WorkflowPlugin] | None = None
+    state_dir: Path,
+    plugins: Sequence[WorkflowPlugin] | None = None,
+    *,
+    journal: str | None = None,
 ) -> AsyncIterator[Engine]:
-    """An engine on the file journal of ``state_dir`` with every plugin's workflows."""
+    """An engine on the journal (``open_journal``) with every plugin's workflows."""
     plugins = load_plugins() if plugins is None else plugins
-    journal = await FileJournal.open(journal_dir(state_dir))
-    async with open_engine(journal) as engine:
+    opened = await open_journal(state_dir, journal)
+    async with open_engine(opened) as engine:
         for plugin in plugins:
             deps = plugin.deps(state_dir)
             for spec in plugin.specs():
@@ -70,7 +116,38 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the state directory (journal under DIR/orchestrator/; default: ./state)",
     )
+    add_journal_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def add_journal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        default=None,
+        help="a shared PostgreSQL journal, postgresql://user@host:port/database (default: "
+        f"${JOURNAL_ENV}, else the file journal under --state-dir; schema: ${SCHEMA_ENV}, "
+        "default 'orchestrator')",
+    )
+
+
+def add_run_id_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id, chosen by the caller: asked twice (by one host or two), the run "
+        "happens once and both get its result (default: a new id)",
+    )
+
+
+def check_run_id(run_id: str | None) -> str | None:
+    """A caller's run id, refused unless it is 1-128 printable ASCII characters without
+    spaces (it is shown in logs and names runs in every view)."""
+    if run_id is None:
+        return None
+    if not 0 < len(run_id) <= 128 or not all(33 <= ord(c) < 127 for c in run_id):
+        raise UsageError(f"--run-id {run_id!r}: use 1 to 128 printable ASCII characters, no spaces")
+    return run_id
 
 
 def parse_injections(items: Sequence[str]) -> dict[str, Outcome]:
@@ -121,9 +198,14 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"--input is not valid JSON: {exc}") from None
     force = parse_injections(args.inject)
-    async with open_state_engine(args.state_dir) as engine:
+    async with open_state_engine(args.state_dir, journal=args.journal) as engine:
         result = await engine.run(
-            args.workflow, args.key, payload, requested_by="cli:run", force=force
+            args.workflow,
+            args.key,
+            payload,
+            requested_by="cli:run",
+            force=force,
+            run_id=check_run_id(args.run_id),
         )
     if args.json:
         emit_json({"ok": result.ok, **msgspec.to_builtins(result)})
@@ -146,8 +228,15 @@ async def _cmd_recover(args: argparse.Namespace) -> int:
                 )
             bar()
 
-        async with open_state_engine(args.state_dir) as engine:
-            report = await engine.recover(requested_by="cli:recover", on_progress=on_progress)
+        async with open_state_engine(args.state_dir, journal=args.journal) as engine:
+            from ._journal.postgres import PostgresJournal
+
+            if isinstance(engine.journal, PostgresJournal):
+                from ._worker import recover_expired
+
+                report = await recover_expired(engine, engine.journal)
+            else:
+                report = await engine.recover(requested_by="cli:recover", on_progress=on_progress)
     if args.json:
         emit_json(report)
     else:
@@ -208,11 +297,13 @@ def _builtin_commands() -> list[Command]:
             metavar="STEP=OUTCOME",
             help="force a step's outcome (ok, timeout, error) without running it; repeatable",
         )
+        add_run_id_option(p)
         add_common_options(p)
 
     from ._cli_diagram import diagram_commands
     from ._cli_journal import journal_commands
     from ._cli_views import view_commands
+    from ._cli_worker import worker_commands
 
     return [
         *view_commands(),
@@ -228,6 +319,7 @@ def _builtin_commands() -> list[Command]:
             "kill), each from where it stopped. Exit 3 if a run cannot be resumed safely.",
         ),
         Command("workflows", "list the registered workflows", add_common_options, _cmd_workflows),
+        *worker_commands(),
     ]
 
 

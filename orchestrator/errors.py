@@ -16,7 +16,8 @@ the message on one line; it never shows a traceback for these.
     │   └── JournalCorrupt      a bad record followed by valid ones (exit 3)
     ├── ResumeRefused           an interrupted run cannot be resumed safely (exit 3)
     ├── CorruptFile             a file a workflow depends on is unreadable or invalid (exit 3)
-    └── KeyBusy                 another process holds the run key for too long (exit 1)
+    ├── KeyBusy                 another process holds the run key for too long (exit 1)
+    └── LeaseLost               this host no longer owns a run: another took it over (exit 1)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = (
     "JournalUnavailable",
     "JournalVersionError",
     "KeyBusy",
+    "LeaseLost",
     "OrchestratorError",
     "ResumeRefused",
     "SpecError",
@@ -91,7 +93,8 @@ class JournalUnavailable(JournalError):
         self.path = Path(path)
         self.reason = reason
         fix = hint or "check that the directory exists, is writable by this user and has space"
-        super().__init__(f"journal {self.path} unavailable: {reason}; {fix}")
+        # str(path), not self.path: a database URL is no file path ('//' would collapse).
+        super().__init__(f"journal {path} unavailable: {reason}; {fix}")
 
 
 class JournalVersionError(JournalError):
@@ -171,4 +174,23 @@ class KeyBusy(OrchestratorError):
         super().__init__(
             f"key {key!r} is busy{who}: another run of it did not finish within "
             f"{waited:g} s; try again later, or check that process"
+        )
+
+
+class LeaseLost(OrchestratorError):
+    """This host's lease on a run's key expired or was taken over: it must not write again.
+
+    Raised by a shared (PostgreSQL) journal when an append is fenced off. The run is not
+    lost: the host that holds the key now resumes it from the journal.
+    """
+
+    exit_code = 1
+
+    def __init__(self, run_id: str, key: str, reason: str) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.reason = reason
+        super().__init__(
+            f"run {run_id} (key {key!r}) stopped: {reason}; the host holding the key now "
+            "finishes it (see 'orchestrator runs show' for its end)"
         )

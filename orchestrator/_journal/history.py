@@ -128,6 +128,12 @@ class RunIndex:
         for history in self._runs.values():
             history.settle()
 
+    def replace(self, history: RunHistory) -> None:
+        """Put ``history`` (settled, read afresh) in place of what the index held for its run."""
+        self._runs[history.run_id] = history
+        if history.records:
+            self._by_key.setdefault(history.started.key, set()).add(history.run_id)
+
     def get(self, run_id: str) -> RunHistory | None:
         return self._runs.get(run_id)
 

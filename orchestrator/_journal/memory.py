@@ -62,6 +62,9 @@ class MemoryJournal:
     def history(self, run_id: str) -> RunHistory | None:
         return self._index.get(run_id)
 
+    async def load(self, run_id: str) -> RunHistory | None:
+        return self._index.get(run_id)
+
     def runs(self) -> Iterable[RunHistory]:
         return iter(self._index)
 

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import Command, DiagramExample, WorkflowSpec
-from orchestrator.cli import add_common_options, emit_json, parse_injections
+from orchestrator.cli import (
+    add_common_options,
+    add_run_id_option,
+    check_run_id,
+    emit_json,
+    parse_injections,
+)
 
 from ..session_delete import SESSION_DELETE
 from ..session_reset import SESSION_RESET
@@ -86,6 +92,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to wait for another process's sessions.json.lock (default: 10)",
     )
+    add_run_id_option(p)
     add_common_options(p)
 
 
@@ -114,16 +121,22 @@ def _delete_options(p: argparse.ArgumentParser) -> None:
 
 async def _reset(args: argparse.Namespace) -> int:
     force = parse_injections(args.inject)
-    async with open_session_service(args.state_dir, lock_wait=args.store_lock_wait) as service:
+    run_id = check_run_id(args.run_id)
+    async with open_session_service(
+        args.state_dir, lock_wait=args.store_lock_wait, journal_url=args.journal
+    ) as service:
         reply = await service.reset(
-            args.key, reason=args.reason, command_source="cli:reset", force=force
+            args.key, reason=args.reason, command_source="cli:reset", force=force, run_id=run_id
         )
     return _report(reply, args.json, "reset")
 
 
 async def _delete(args: argparse.Namespace) -> int:
     force = parse_injections(args.inject)
-    async with open_session_service(args.state_dir, lock_wait=args.store_lock_wait) as service:
+    run_id = check_run_id(args.run_id)
+    async with open_session_service(
+        args.state_dir, lock_wait=args.store_lock_wait, journal_url=args.journal
+    ) as service:
         reply = await service.delete(
             args.key,
             delete_transcript=not args.keep_transcript,
@@ -131,6 +144,7 @@ async def _delete(args: argparse.Namespace) -> int:
             client_mode=args.client_mode,
             command_source="cli:delete",
             force=force,
+            run_id=run_id,
         )
     return _report(reply, args.json, "delete")
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from orchestrator import Engine, FileJournal, Outcome, RunResult, open_engine
-from orchestrator.cli import journal_dir
+from orchestrator import Engine, Outcome, RunResult, open_engine
+from orchestrator.cli import open_journal
 from orchestrator.errors import UsageError
 
 from ..session_delete import SESSION_DELETE
@@ -63,6 +63,7 @@ class SessionService:
         reason: str = "reset",
         command_source: str = "api",
         force: Mapping[str, Outcome] | None = None,
+        run_id: str | None = None,
     ) -> Reply:
         try:
             target = self.resolve(key)
@@ -75,7 +76,7 @@ class SessionService:
             reason="new" if reason == "new" else "reset",
             command_source=command_source,
         )
-        result = await self._run(SESSION_RESET.name, target, request, command_source, force)
+        result = await self._run(SESSION_RESET.name, target, request, command_source, force, run_id)
         if not result.ok:
             return _failure(result)
         # A commit forced "ok" (fault injection) did not run, so there is no entry to show.
@@ -91,6 +92,7 @@ class SessionService:
         client_mode: str | None = None,
         command_source: str = "api",
         force: Mapping[str, Outcome] | None = None,
+        run_id: str | None = None,
     ) -> Reply:
         if client_mode == "webchat":
             return invalid(
@@ -114,7 +116,9 @@ class SessionService:
             delete_transcript=delete_transcript,
             emit_hooks=emit_hooks,
         )
-        result = await self._run(SESSION_DELETE.name, target, request, command_source, force)
+        result = await self._run(
+            SESSION_DELETE.name, target, request, command_source, force, run_id
+        )
         if not result.ok:
             return _failure(result)
         # Steps forced "ok" (fault injection) did not run and left no result.
@@ -135,13 +139,17 @@ class SessionService:
         request: RunInput,
         source: str,
         force: Mapping[str, Outcome] | None,
+        run_id: str | None,
     ) -> RunResult:
+        # A caller's run_id makes the request idempotent (Engine.run): asked twice, by one
+        # host or two, the session rotates once.
         return await self.engine.run(
             workflow,
             target.canonical,
             msgspec.to_builtins(request),
             requested_by=source,
             force=force,
+            run_id=run_id,
         )
 
 
@@ -160,13 +168,18 @@ def _expand(state_dir: Path | str) -> Path:
 
 @asynccontextmanager
 async def open_session_service(
-    state_dir: Path | str, *, host: SessionHost | None = None, lock_wait: float = 10.0
+    state_dir: Path | str,
+    *,
+    host: SessionHost | None = None,
+    lock_wait: float = 10.0,
+    journal_url: str | None = None,
 ) -> AsyncIterator[SessionService]:
-    """A service on the file journal of ``state_dir`` and (by default) its local host.
+    """A service on the journal of ``state_dir`` (or the shared one at ``journal_url``, see
+    ``orchestrator.cli.open_journal``) and (by default) the local host of ``state_dir``.
 
     ``lock_wait``: how long the local host waits for another process's store lock.
     """
     state_dir = _expand(state_dir)
-    journal = await FileJournal.open(journal_dir(state_dir))
+    journal = await open_journal(state_dir, journal_url)
     async with open_engine(journal) as engine:
         yield SessionService(engine, host or LocalHost(state_dir, lock_wait=lock_wait))
