@@ -150,6 +150,34 @@ async def test_live_holder_with_an_old_mtime_is_still_held(store: Path, live_pid
     assert _lock_of(store).read_bytes() == body
 
 
+async def test_a_live_pids_lock_from_before_the_boot_is_reclaimed(
+    store: Path, live_pid: int
+) -> None:
+    """A power cut can bring back a lock whose removal was not synced; after the reboot its
+    pid may be another process's. A lock older than the boot has no holder."""
+    booted = store_lock.boot_time()
+    if booted is None:
+        pytest.skip("no boot time on this system (/proc/stat)")
+    _foreign_lock(store, live_pid, age=time.time() - booted + store_lock.BOOT_MARGIN + 5)
+    with anyio.fail_after(2):
+        async with hold_store_lock(store, wait=0):
+            assert orjson.loads(_lock_of(store).read_bytes())["pid"] == os.getpid()
+
+
+async def test_a_live_pids_lock_made_just_before_the_boot_time_is_held(
+    store: Path, live_pid: int
+) -> None:
+    """Within the margin (a clock stepped at boot) the pid rule decides: still held."""
+    booted = store_lock.boot_time()
+    if booted is None:
+        pytest.skip("no boot time on this system (/proc/stat)")
+    body = _foreign_lock(store, live_pid, age=time.time() - booted + store_lock.BOOT_MARGIN / 2)
+    with pytest.raises(StoreLocked, match=f"pid {live_pid}"):
+        async with hold_store_lock(store, wait=0):
+            pass
+    assert _lock_of(store).read_bytes() == body
+
+
 async def test_lock_released_while_waiting_is_acquired(
     store: Path, live_pid: int, stale_holder_calls: list[str | None]
 ) -> None:

@@ -1,7 +1,9 @@
 """OpenClaw's store lock: ``sessions.json.lock``, created exclusively, holding ``{pid, createdAt}``.
 
 Taking it is what keeps this tool and a running gateway from overwriting each other's store
-writes. A lock whose pid is dead is reclaimed; a live holder is waited for, with backoff
+writes. A lock whose pid is dead is reclaimed, and so is one made before the machine last
+booted (a power cut can bring back a lock whose removal was not synced, and after a reboot
+its pid may belong to another process); a live holder is waited for, with backoff
 (50 ms x attempt, at most 1 s), for up to ``wait`` seconds, then ``StoreLocked`` names it.
 """
 
@@ -25,6 +27,9 @@ __all__ = ("StoreLocked", "hold_store_lock")
 
 #: A lock file without a readable pid is reclaimed once it is this old (seconds).
 STALE_WITHOUT_PID = 30.0
+#: A lock last written this long before the boot time is from before the boot (the margin
+#: covers the clock being stepped at boot, which moves the computed boot time).
+BOOT_MARGIN = 60.0
 
 
 class StoreLocked(Exception):
@@ -148,7 +153,8 @@ def _stale_holder(lock_path: Path) -> str | None:
     pid = _pid_of(raw)
     # Our own pid: no task of this process holds the lock (the in-process lock is ours), so
     # it is an orphan, e.g. of a crashed predecessor that had the same pid in a container.
-    if pid is not None and pid != os.getpid() and _alive(pid):
+    # A lock from before the boot has no holder either, whatever its pid is now.
+    if pid is not None and pid != os.getpid() and _alive(pid) and not _before_boot(before):
         return f"pid {pid}"
     if pid is None and time.time() - before.st_mtime < STALE_WITHOUT_PID:
         return "a process that has not written its pid yet"
@@ -158,6 +164,23 @@ def _stale_holder(lock_path: Path) -> str | None:
         if lock_path.stat().st_ino == before.st_ino:
             file_ops().unlink(lock_path)
     return None
+
+
+def boot_time() -> float | None:
+    """When this machine booted (seconds since the epoch), or None where it cannot be read."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _before_boot(st: os.stat_result) -> bool:
+    booted = boot_time()
+    return booted is not None and st.st_mtime < booted - BOOT_MARGIN
 
 
 def _pid_of(raw: bytes) -> int | None:
