@@ -5,6 +5,9 @@
     if (why := available()) is None:
         result = await dbos_seq(200, workdir)             # {"runs", "seconds", "us_per_run", ...}
         result = await dbos_concurrent(500, 50, workdir)
+    if (why := available_pg(url)) is None:              # the same on a PostgreSQL server
+        result = await dbos_seq(200, workdir, pg=url)
+        result = await dbos_concurrent(500, 64, workdir, pg=url)
 
 What runs: one ``@DBOS.workflow()`` calling seven no-op ``@DBOS.step()`` functions named
 like the steps of ``session_reset`` (``hook_fired``, ``runtime_cleanup``, ``acp_cancel``,
@@ -12,6 +15,16 @@ like the steps of ``session_reset`` (``hook_fired``, ``runtime_cleanup``, ``acp_
 argument, on DBOS's default SQLite system database: a fresh file under ``workdir`` per call.
 Durability is DBOS's own: nothing touches its SQLite settings (it leaves SQLite's defaults,
 ``journal_mode=delete`` and ``synchronous=FULL``, see :func:`describe`).
+
+On PostgreSQL (``pg=URL``, the server the engine's PostgreSQL journal is measured on): DBOS's
+system database is the database :data:`PG_DATABASE` on that server (created once if missing,
+by :func:`available_pg`), and each call uses a fresh schema in it (``dbos_system_schema``,
+``dbos_bench_<random>``), which DBOS creates and migrates at launch and which is dropped after
+``DBOS.destroy()``. DBOS's pool is left at its default (SQLAlchemy ``pool_size`` 20,
+``max_overflow`` 0): 64 workflows in flight never exhaust it (DBOS would log "connection pool
+exhausted"), because a workflow holds a connection only for each statement; a pool of 64 was
+measured at the same throughput. The server's durability settings are its own
+(:func:`describe_pg` reports them).
 
 Each call is self-contained: ``DBOS(config=...)``, ``DBOS.launch()``, one untimed warm-up
 workflow, the timed runs, ``DBOS.destroy()`` (in ``finally``), so the cases can be called
@@ -50,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import secrets
 import sqlite3
 import tempfile
 import threading
@@ -73,6 +87,8 @@ STEPS = (
 )
 
 WORKFLOW_NAME = "orchestrator_bench_session_reset"
+#: DBOS's system database on the PostgreSQL server (one fresh schema in it per call).
+PG_DATABASE = "dbos_bench"
 INSTALL_HINT = "pip install -e '.[bench]'"
 SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 # Settings added to DBOS's defaults; see the module docstring for why neither is measured.
@@ -95,6 +111,55 @@ def available() -> str | None:
     except Exception as exc:  # a broken install, a missing dependency, ...
         return f"dbos {version} cannot be imported: {type(exc).__name__}: {exc}"
     return None
+
+
+def pg_system_url(url: str) -> str:
+    """The benchmark server's ``url`` with its database replaced by :data:`PG_DATABASE`."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).set(database=PG_DATABASE).render_as_string(hide_password=False)
+
+
+@functools.cache
+def available_pg(url: str) -> str | None:
+    """None if DBOS can run on the PostgreSQL server at ``url``, else a one-line reason.
+
+    Creates :data:`PG_DATABASE` on that server when it is missing (DBOS would too, at launch,
+    but only logs a warning when it cannot).
+    """
+    if (why := available()) is not None:
+        return why
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install -e '.[postgres]'"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)
+            ).fetchone()
+            if found is None:
+                conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"no PostgreSQL database {PG_DATABASE} for DBOS at {_redact(url)}: {first}"
+    return None
+
+
+def _redact(url: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_system_url(url), autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @functools.cache
@@ -155,27 +220,41 @@ def _live_dbos() -> Any:
 
 
 @contextmanager
-def _launched(workdir: Path) -> Iterator[Path]:
-    """DBOS launched on a fresh SQLite system database under ``workdir``; destroyed on exit."""
+def _launched(workdir: Path, pg: str | None = None) -> Iterator[str]:
+    """DBOS launched on a fresh system database, destroyed on exit; yields where it lives.
+
+    Without ``pg``: a fresh SQLite file under ``workdir`` (its path is yielded). With ``pg``
+    (a server URL): a fresh schema in :data:`PG_DATABASE` on that server (its name is
+    yielded), dropped after ``DBOS.destroy()``.
+    """
     from dbos import DBOS, DBOSConfig
 
     if _live_dbos() is not None:
         # DBOS(config=...) would hand back that instance and ignore our config.
         raise RuntimeError("a DBOS instance is already live in this process")
-    workdir.mkdir(parents=True, exist_ok=True)
-    db_file = Path(tempfile.mkdtemp(prefix="dbos-", dir=workdir)) / "dbos_system.sqlite"
     config: DBOSConfig = {
         "name": "orchestrator-bench",
-        "system_database_url": f"sqlite:///{db_file}",
         "log_level": LOG_LEVEL,
         "notification_listener_polling_interval_sec": LISTENER_POLL_S,
     }
+    if pg is None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        where = str(Path(tempfile.mkdtemp(prefix="dbos-", dir=workdir)) / "dbos_system.sqlite")
+        config["system_database_url"] = f"sqlite:///{where}"
+    else:
+        if (why := available_pg(pg)) is not None:
+            raise RuntimeError(why)
+        where = f"dbos_bench_{secrets.token_hex(4)}"
+        config["system_database_url"] = pg_system_url(pg)
+        config["dbos_system_schema"] = where
     DBOS(config=config)
     try:
         DBOS.launch()
-        yield db_file
+        yield where
     finally:
         DBOS.destroy()
+        if pg is not None:
+            _drop_schema(pg, where)
 
 
 def _result(runs: int, seconds: float) -> dict[str, Any]:
@@ -194,11 +273,12 @@ def _check(runs: int, concurrency: int = 1) -> None:
         raise RuntimeError(why)
 
 
-def dbos_seq_sync(runs: int, workdir: Path) -> dict[str, Any]:
-    """``runs`` workflows one after the other, each called directly in this thread."""
+def dbos_seq_sync(runs: int, workdir: Path, pg: str | None = None) -> dict[str, Any]:
+    """``runs`` workflows one after the other, each called directly in this thread; on
+    SQLite, or on the PostgreSQL server at ``pg``."""
     _check(runs)
     workflow = _workflow()
-    with _launched(workdir):
+    with _launched(workdir, pg):
         workflow("warm-up")
         began = time.perf_counter()
         for i in range(runs):
@@ -207,8 +287,11 @@ def dbos_seq_sync(runs: int, workdir: Path) -> dict[str, Any]:
     return _result(runs, seconds)
 
 
-def dbos_concurrent_sync(runs: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    """``runs`` workflows, ``concurrency`` in flight at a time, via ``DBOS.start_workflow``."""
+def dbos_concurrent_sync(
+    runs: int, concurrency: int, workdir: Path, pg: str | None = None
+) -> dict[str, Any]:
+    """``runs`` workflows, ``concurrency`` in flight at a time, via ``DBOS.start_workflow``;
+    on SQLite, or on the PostgreSQL server at ``pg``."""
     _check(runs, concurrency)
     from dbos import DBOS
 
@@ -227,7 +310,7 @@ def dbos_concurrent_sync(runs: int, concurrency: int, workdir: Path) -> dict[str
             DBOS.start_workflow(workflow, f"c-{i}").get_result()
 
     drivers = min(concurrency, runs)
-    with _launched(workdir), ThreadPoolExecutor(drivers, "dbos-bench-driver-") as pool:
+    with _launched(workdir, pg), ThreadPoolExecutor(drivers, "dbos-bench-driver-") as pool:
         DBOS.start_workflow(workflow, "warm-up").get_result()
         began = time.perf_counter()
         futures = [pool.submit(driver) for _ in range(drivers)]
@@ -237,14 +320,16 @@ def dbos_concurrent_sync(runs: int, concurrency: int, workdir: Path) -> dict[str
     return _result(runs, seconds)
 
 
-async def dbos_seq(runs: int, workdir: Path) -> dict[str, Any]:
+async def dbos_seq(runs: int, workdir: Path, pg: str | None = None) -> dict[str, Any]:
     """:func:`dbos_seq_sync` in a worker thread (asyncio or trio)."""
-    return await anyio.to_thread.run_sync(dbos_seq_sync, runs, workdir)
+    return await anyio.to_thread.run_sync(dbos_seq_sync, runs, workdir, pg)
 
 
-async def dbos_concurrent(runs: int, concurrency: int, workdir: Path) -> dict[str, Any]:
+async def dbos_concurrent(
+    runs: int, concurrency: int, workdir: Path, pg: str | None = None
+) -> dict[str, Any]:
     """:func:`dbos_concurrent_sync` in a worker thread (asyncio or trio)."""
-    return await anyio.to_thread.run_sync(dbos_concurrent_sync, runs, concurrency, workdir)
+    return await anyio.to_thread.run_sync(dbos_concurrent_sync, runs, concurrency, workdir, pg)
 
 
 def describe(workdir: Path) -> dict[str, Any]:
@@ -271,7 +356,7 @@ def describe(workdir: Path) -> dict[str, Any]:
         "dbos": importlib.metadata.version("dbos"),
         "sqlalchemy": sa.__version__,
         "sqlite": sqlite3.sqlite_version,
-        "system_database": f"sqlite:///{db_file.name} (fresh per call)",
+        "system_database": f"sqlite:///{Path(db_file).name} (fresh per call)",
         "extra_config": {
             "log_level": LOG_LEVEL,
             "notification_listener_polling_interval_sec": LISTENER_POLL_S,
@@ -285,23 +370,70 @@ def describe(workdir: Path) -> dict[str, Any]:
     }
 
 
-def _main() -> None:  # a quick self-check: python benchmarks/dbos_cases.py [runs] [repeats]
+def describe_pg(url: str) -> dict[str, Any]:
+    """Versions, config, DBOS's pool and the server's durability settings, for DBOS on the
+    PostgreSQL server at ``url`` (read on a connection from DBOS's own pool)."""
+    if (why := available_pg(url)) is not None:
+        raise RuntimeError(why)
+    import psycopg
+    import sqlalchemy as sa
+
+    workflow = _workflow()
+    with _launched(Path(), url) as schema:
+        workflow("describe")
+        engine = _live_dbos()._sys_db.engine
+        with engine.connect() as conn:
+            settings = {
+                name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+                for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
+            }
+        pool = {
+            "class": type(engine.pool).__name__,
+            "size": engine.pool.size(),
+            "max_overflow": getattr(engine.pool, "_max_overflow", None),
+            "timeout_s": engine.pool.timeout(),
+        }
+    return {
+        "dbos": importlib.metadata.version("dbos"),
+        "sqlalchemy": sa.__version__,
+        "psycopg": psycopg.__version__,
+        "system_database": f"{_redact(pg_system_url(url))}, schema dbos_bench_<random> "
+        f"(fresh per call, e.g. {schema}, dropped after)",
+        "extra_config": {
+            "log_level": LOG_LEVEL,
+            "notification_listener_polling_interval_sec": LISTENER_POLL_S,
+            "dbos_system_schema": "dbos_bench_<random>",
+        },
+        "pool": pool,
+        **settings,
+        "api": "sync; seq: direct call; concurrent: DBOS.start_workflow + handle.get_result",
+    }
+
+
+def _main() -> None:
+    """A quick self-check: python benchmarks/dbos_cases.py [runs] [repeats] [postgresql://...]
+    (with a URL: the PostgreSQL cases, 64 at once, instead of SQLite's)."""
     import sys
 
     if (why := available()) is not None:
         raise SystemExit(why)
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    pg = sys.argv[3] if len(sys.argv) > 3 else None
+    if pg is not None and (why := available_pg(pg)) is not None:
+        raise SystemExit(why)
     with tempfile.TemporaryDirectory(prefix="dbos-bench-") as tmp:
         workdir = Path(tmp)
-        print(describe(workdir))
+        print(describe(workdir) if pg is None else describe_pg(pg))
+        width = 50 if pg is None else 64
+        prefix = "dbos" if pg is None else "dbos-pg"
         for _ in range(repeats):
             for name, case in (
-                ("dbos-seq", lambda: dbos_seq(runs, workdir)),
-                ("dbos-c50", lambda: dbos_concurrent(runs, 50, workdir)),
+                (f"{prefix}-seq", lambda: dbos_seq(runs, workdir, pg)),
+                (f"{prefix}-c{width}", lambda: dbos_concurrent(runs, width, workdir, pg)),
             ):
                 r = anyio.run(case)
-                print(f"{name:<9} {r['us_per_run']:>10.0f} us/run {r['runs_per_s']:>7.1f} runs/s")
+                print(f"{name:<12} {r['us_per_run']:>10.0f} us/run {r['runs_per_s']:>7.1f} runs/s")
 
 
 if __name__ == "__main__":

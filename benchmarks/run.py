@@ -1,6 +1,6 @@
-"""The benchmark suite: ``make bench`` (full) and ``make bench-quick`` (under a minute).
+"""The benchmark suite: ``make bench`` (full) and ``make bench-quick`` (about a minute).
 
-    python benchmarks/run.py [--quick] [--out FILE]
+    python benchmarks/run.py [--quick] [--out FILE] [--pg URL] [--only NAME[,NAME...]]
 
 Prints a table and writes JSON (default ``benchmarks/results/bench.json``). Cases compared in
 ratios run interleaved, round by round (A B A B ...), in one process, because this machine's
@@ -19,26 +19,38 @@ Cases (µs per run unless said otherwise):
 - ``fsync-floor``: the disk's raw fsync cost (write 64 bytes + fsync), same directory;
 - ``dbos-seq`` / ``dbos-c50``: DBOS Transact 3.x on SQLite, the same 7 steps (extra ``bench``;
   skipped with the reason printed when not installed); see ``dbos_cases.py``;
+- ``engine-pg-seq`` / ``engine-pg-c64``: the engine-file cases on the PostgreSQL journal
+  (``--pg URL``, env ``ORCHESTRATOR_BENCH_PG``, default :data:`PG_DEFAULT`), a fresh schema
+  per benchmark run, dropped at the end; ``commits_per_run`` is the journal's committed record
+  batches (``PostgresJournal.syncs``) per run, ``runs_per_s`` the median's inverse;
+- ``dbos-pg-seq`` / ``dbos-pg-c64``: DBOS Transact on the same PostgreSQL server (its system
+  database there), the same 7 steps, 1 and 64 at once; see ``dbos_cases.py``. The four PG
+  cases are skipped with the reason printed when the server is unreachable or psycopg is
+  missing (the DBOS ones also when DBOS is);
 - ``rss-10k``: peak RSS growth with 10,000 runs in flight (MiB), in a child process.
 
 JSON schema (``"schema": 1``): ``machine`` (python, platform, cpus, backend, date), ``params``
 (the run counts), ``cases`` (name -> ``{"value", "unit", "rounds", ...}``; extra keys such as
 ``fsyncs_per_run`` where they apply; ``{"skipped": reason}`` for a case that could not run),
-``ratios`` (name -> ``{"value", "target", "met"}``).
+``ratios`` (name -> ``{"value", "target", "met"}``; a ratio whose cases were not selected with
+``--only`` is left out).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +75,7 @@ from orchestrator import (
     set_file_ops,
 )
 from orchestrator._journal.framing import decode_header, scan_frames
+from orchestrator._journal.postgres import PostgresJournal, redact_url
 
 STEPS = dbos_cases.STEPS
 
@@ -79,6 +92,10 @@ FULL = {
     "dbos_c50": 300,
     "dbos_rounds": 3,
     "rss": 10_000,
+    "pg_seq": 300,
+    "pg_c64": 3000,
+    "dbos_pg_seq": 100,
+    "dbos_pg_c64": 640,
 }
 QUICK = {
     "rounds": 3,
@@ -93,7 +110,35 @@ QUICK = {
     "dbos_c50": 60,
     "dbos_rounds": 2,
     "rss": 10_000,
+    "pg_seq": 100,
+    "pg_c64": 640,
+    "dbos_pg_seq": 20,
+    "dbos_pg_c64": 192,
 }
+
+#: Every case, in the order of the table (``--only`` takes these names).
+CASES = (
+    "bare",
+    "engine-memory",
+    "engine-file-seq",
+    "engine-file-c64",
+    "engine-pg-seq",
+    "engine-pg-c64",
+    "dbos-seq",
+    "dbos-c50",
+    "dbos-pg-seq",
+    "dbos-pg-c64",
+    "local-seq",
+    "recover-10k",
+    "scan",
+    "fsync-floor",
+    "rss-10k",
+)
+PG_CASES = ("engine-pg-seq", "engine-pg-c64", "dbos-pg-seq", "dbos-pg-c64")
+#: The PostgreSQL server of the PG cases unless ``--pg`` or ``ORCHESTRATOR_BENCH_PG`` says.
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+#: The journal's lease (s): far longer than a run, so no heartbeat falls inside one.
+PG_LEASE = 30.0
 
 
 async def noop(ctx: StepContext | None = None) -> None:
@@ -285,6 +330,59 @@ def fsync_floor(count: int, workdir: Path) -> dict[str, Any]:
     return {"value": elapsed / count * 1e6, "unit": "us/fsync", "per_s": count / elapsed}
 
 
+def pg_unavailable(url: str) -> str | None:
+    """None if the PostgreSQL journal can run on the server at ``url``, else why not."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed: pip install -e '.[postgres]'"
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"no PostgreSQL server usable at {redact_url(url)}: {first}"
+    return None
+
+
+def pg_describe(url: str) -> dict[str, Any]:
+    """The server's version and durability settings, and how the journal is opened."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        settings = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in (
+                "server_version",
+                "synchronous_commit",
+                "fsync",
+                "wal_sync_method",
+                "commit_delay",
+                "max_connections",
+            )
+        }
+    parameter = inspect.signature(PostgresJournal.open).parameters.get("connections")
+    connections = parameter.default if parameter is not None else None
+    return {
+        "url": redact_url(url),
+        "psycopg": psycopg.__version__,
+        **settings,
+        "journal": {
+            "schema": "bench_<random> (one per benchmark run, dropped at the end)",
+            "lease_s": PG_LEASE,
+            "connections": connections,
+        },
+    }
+
+
+def pg_drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def rss_in_flight(runs: int) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("rss_child.py")), str(runs)],
@@ -302,7 +400,10 @@ def rss_in_flight(runs: int) -> dict[str, Any]:
 # -- the suite ------------------------------------------------------------------------------
 
 
-async def suite(p: dict[str, int], workdir: Path) -> tuple[dict[str, Any], Any]:
+async def suite(
+    p: dict[str, int], workdir: Path, pg_url: str, only: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the ``only`` cases; return them (in :data:`CASES` order) and facts for ``machine``."""
     spec = seven_steps()
     memory = Engine(MemoryJournal())
     memory.register(spec)
@@ -310,56 +411,146 @@ async def suite(p: dict[str, int], workdir: Path) -> tuple[dict[str, Any], Any]:
     file_engine = Engine(file_journal)
     file_engine.register(spec)
     why_not_dbos = dbos_cases.available()
+    why_not_pg = pg_unavailable(pg_url) if only & set(PG_CASES) else None
+    why_not_dbos_pg = why_not_pg or why_not_dbos
+    if why_not_dbos_pg is None and only & {"dbos-pg-seq", "dbos-pg-c64"}:
+        why_not_dbos_pg = dbos_cases.available_pg(pg_url)
+    pg_schema = f"bench_{secrets.token_hex(4)}"
+    pg_journal: PostgresJournal | None = None
+    pg_engine = memory  # replaced below when the engine-pg cases run
+    why_not_engine_pg = why_not_pg
+    if why_not_pg is None and only & {"engine-pg-seq", "engine-pg-c64"}:
+        try:
+            pg_journal = await PostgresJournal.open(pg_url, schema=pg_schema, lease=PG_LEASE)
+        except Exception as exc:  # e.g. this user may not create a schema
+            why_not_engine_pg = f"PostgresJournal.open failed: {type(exc).__name__}: {exc}"
+        else:
+            pg_engine = Engine(pg_journal)
+            pg_engine.register(spec)
 
     rounds: dict[str, list[float]] = {}
-    fsyncs: dict[str, list[float]] = {}
+    per_run: dict[str, list[float]] = {}  # fsyncs_per_run or commits_per_run, by case
 
-    async def timed(name: str, case: Callable[[], Awaitable[float]], runs: int = 0) -> None:
-        before = file_journal.syncs
+    async def timed(
+        name: str,
+        case: Callable[[], Awaitable[float]],
+        runs: int = 0,
+        journal: FileJournal | PostgresJournal | None = None,
+    ) -> None:
+        if name not in only:
+            return
+        before = journal.syncs if journal is not None else 0
         rounds.setdefault(name, []).append(await case())
-        if runs:
-            fsyncs.setdefault(name, []).append((file_journal.syncs - before) / runs)
+        if journal is not None:
+            per_run.setdefault(name, []).append((journal.syncs - before) / runs)
 
-    await bare(200)  # warm up
-    await engine_seq(memory, 200, "warm")
-    for r in range(p["rounds"]):
-        print(f"round {r + 1}/{p['rounds']}", file=sys.stderr)
-        await timed("bare", lambda: bare(p["memory"]))
-        await timed("engine-memory", lambda: engine_seq(memory, p["memory"], "m"))
-        await timed(
-            "engine-file-seq",
-            lambda: engine_seq(file_engine, p["file_seq"], "s"),
-            p["file_seq"],
-        )
-        await timed(
-            "engine-file-c64",
-            lambda: engine_concurrent(file_engine, p["file_c64"], 64, "c"),
-            p["file_c64"],
-        )
-        if why_not_dbos is None and r < p["dbos_rounds"]:
-            seq = await dbos_cases.dbos_seq(p["dbos_seq"], workdir / f"dbos-seq-{r}")
-            rounds.setdefault("dbos-seq", []).append(seq["us_per_run"])
-            c50 = await dbos_cases.dbos_concurrent(p["dbos_c50"], 50, workdir / f"dbos-c50-{r}")
-            rounds.setdefault("dbos-c50", []).append(c50["us_per_run"])
-    await file_journal.aclose()
+    async def dbos_timed(name: str, case: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        if name in only:
+            rounds.setdefault(name, []).append((await case())["us_per_run"])
 
-    cases: dict[str, dict[str, Any]] = {}
+    try:
+        await bare(200)  # warm up
+        await engine_seq(memory, 200, "warm")
+        if pg_journal is not None:
+            await engine_seq(pg_engine, 20, "pg-warm")
+        for r in range(p["rounds"]):
+            print(f"round {r + 1}/{p['rounds']}", file=sys.stderr)
+            await timed("bare", lambda: bare(p["memory"]))
+            await timed("engine-memory", lambda: engine_seq(memory, p["memory"], "m"))
+            await timed(
+                "engine-file-seq",
+                lambda: engine_seq(file_engine, p["file_seq"], "s"),
+                p["file_seq"],
+                file_journal,
+            )
+            await timed(
+                "engine-file-c64",
+                lambda: engine_concurrent(file_engine, p["file_c64"], 64, "c"),
+                p["file_c64"],
+                file_journal,
+            )
+            if pg_journal is not None:
+                await timed(
+                    "engine-pg-seq",
+                    lambda: engine_seq(pg_engine, p["pg_seq"], "ps"),
+                    p["pg_seq"],
+                    pg_journal,
+                )
+                await timed(
+                    "engine-pg-c64",
+                    lambda: engine_concurrent(pg_engine, p["pg_c64"], 64, "pc"),
+                    p["pg_c64"],
+                    pg_journal,
+                )
+            if r >= p["dbos_rounds"]:
+                continue
+            if why_not_dbos is None:
+                await dbos_timed(
+                    "dbos-seq",
+                    partial(dbos_cases.dbos_seq, p["dbos_seq"], workdir / f"dbos-seq-{r}"),
+                )
+                await dbos_timed(
+                    "dbos-c50",
+                    partial(
+                        dbos_cases.dbos_concurrent, p["dbos_c50"], 50, workdir / f"dbos-c50-{r}"
+                    ),
+                )
+            if why_not_dbos_pg is None:
+                await dbos_timed(
+                    "dbos-pg-seq",
+                    lambda: dbos_cases.dbos_seq(p["dbos_pg_seq"], workdir, pg=pg_url),
+                )
+                await dbos_timed(
+                    "dbos-pg-c64",
+                    lambda: dbos_cases.dbos_concurrent(p["dbos_pg_c64"], 64, workdir, pg=pg_url),
+                )
+    finally:
+        await file_journal.aclose()
+        if pg_journal is not None:
+            await pg_journal.aclose()
+            await anyio.to_thread.run_sync(pg_drop_schema, pg_url, pg_schema)
+
+    found: dict[str, dict[str, Any]] = {}
     for name, values in rounds.items():
-        cases[name] = {"value": statistics.median(values), "unit": "us/run", "rounds": values}
-        if name in fsyncs:
-            cases[name]["fsyncs_per_run"] = statistics.median(fsyncs[name])
-    if why_not_dbos is not None:
-        cases["dbos-seq"] = cases["dbos-c50"] = {"skipped": why_not_dbos}
-    print("local-seq, recover, scan, fsync floor, rss ...", file=sys.stderr)
-    cases["local-seq"] = await local_seq(p["local"], workdir)
-    cases["recover-10k"] = await recover_many(p["recover"], workdir)
-    cases["scan"] = await scan_rate(p["scan"], workdir)
-    cases["fsync-floor"] = fsync_floor(p["fsync"], workdir)
-    cases["rss-10k"] = rss_in_flight(p["rss"])
-    dbos = None
-    if why_not_dbos is None:
-        dbos = await anyio.to_thread.run_sync(dbos_cases.describe, workdir / "dbos-describe")
-    return cases, dbos
+        found[name] = {"value": statistics.median(values), "unit": "us/run", "rounds": values}
+        if name in per_run:
+            key = "commits_per_run" if name.startswith("engine-pg") else "fsyncs_per_run"
+            found[name][key] = statistics.median(per_run[name])
+        if name in PG_CASES:
+            found[name]["runs_per_s"] = 1e6 / found[name]["value"]
+    for name in ("dbos-seq", "dbos-c50"):
+        if why_not_dbos is not None:
+            found[name] = {"skipped": why_not_dbos}
+    for name in ("engine-pg-seq", "engine-pg-c64"):
+        if why_not_engine_pg is not None:
+            found[name] = {"skipped": why_not_engine_pg}
+    for name in ("dbos-pg-seq", "dbos-pg-c64"):
+        if why_not_dbos_pg is not None:
+            found[name] = {"skipped": why_not_dbos_pg}
+    rest = ("local-seq", "recover-10k", "scan", "fsync-floor", "rss-10k")
+    if only & set(rest):
+        print("local-seq, recover, scan, fsync floor, rss ...", file=sys.stderr)
+    if "local-seq" in only:
+        found["local-seq"] = await local_seq(p["local"], workdir)
+    if "recover-10k" in only:
+        found["recover-10k"] = await recover_many(p["recover"], workdir)
+    if "scan" in only:
+        found["scan"] = await scan_rate(p["scan"], workdir)
+    if "fsync-floor" in only:
+        found["fsync-floor"] = fsync_floor(p["fsync"], workdir)
+    if "rss-10k" in only:
+        found["rss-10k"] = rss_in_flight(p["rss"])
+    machine: dict[str, Any] = {"dbos": None}
+    if why_not_dbos is None and only & {"dbos-seq", "dbos-c50"}:
+        machine["dbos"] = await anyio.to_thread.run_sync(
+            dbos_cases.describe, workdir / "dbos-describe"
+        )
+    if why_not_pg is None and only & set(PG_CASES):
+        machine["postgres"] = await anyio.to_thread.run_sync(pg_describe, pg_url)
+    if why_not_dbos_pg is None and only & {"dbos-pg-seq", "dbos-pg-c64"}:
+        machine["dbos_pg"] = await anyio.to_thread.run_sync(dbos_cases.describe_pg, pg_url)
+    cases = {name: found[name] for name in CASES if name in found and name in only}
+    return cases, machine
 
 
 def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -369,16 +560,27 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
 
-    def add(name: str, num: float | None, den: float | None, target: float, higher: bool) -> None:
+    def add(
+        name: str,
+        num: float | None,
+        den: float | None,
+        target: float,
+        higher: bool,
+        *,
+        needs: tuple[str, ...] = (),
+        strict: bool = False,
+    ) -> None:
+        if any(case not in cases for case in needs):
+            return  # not selected (--only)
         if num is None or den is None or den == 0:
             out[name] = {"value": None, "target": target, "met": None}
             return
         ratio = num / den
-        out[name] = {
-            "value": ratio,
-            "target": target,
-            "met": ratio >= target if higher else ratio <= target,
-        }
+        if strict:
+            met = ratio > target if higher else ratio < target
+        else:
+            met = ratio >= target if higher else ratio <= target
+        out[name] = {"value": ratio, "target": target, "met": met}
 
     # "x times faster": the other system's time per run over ours.
     add(
@@ -387,6 +589,7 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         value("engine-file-seq"),
         40.0,
         True,
+        needs=("dbos-seq", "engine-file-seq"),
     )
     add(
         "dbos-c50 / engine-file-c64 (x faster)",
@@ -394,8 +597,35 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         value("engine-file-c64"),
         150.0,
         True,
+        needs=("dbos-c50", "engine-file-c64"),
     )
-    add("engine-memory / bare", value("engine-memory"), value("bare"), 2.0, False)
+    # On one PostgreSQL server the aim is only to be faster than DBOS (met when > 1).
+    add(
+        "dbos-pg-seq / engine-pg-seq (x faster)",
+        value("dbos-pg-seq"),
+        value("engine-pg-seq"),
+        1.0,
+        True,
+        needs=("dbos-pg-seq", "engine-pg-seq"),
+        strict=True,
+    )
+    add(
+        "dbos-pg-c64 / engine-pg-c64 (x faster)",
+        value("dbos-pg-c64"),
+        value("engine-pg-c64"),
+        1.0,
+        True,
+        needs=("dbos-pg-c64", "engine-pg-c64"),
+        strict=True,
+    )
+    add(
+        "engine-memory / bare",
+        value("engine-memory"),
+        value("bare"),
+        2.0,
+        False,
+        needs=("engine-memory", "bare"),
+    )
     floor = value("fsync-floor")
     per_run = cases.get("engine-file-seq", {}).get("fsyncs_per_run")
     add(
@@ -404,9 +634,24 @@ def ratios(cases: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         per_run * floor if per_run and floor else None,
         3.0,
         False,
+        needs=("engine-file-seq", "fsync-floor"),
     )
-    add("scan records/s (target >= 500k)", value("scan"), 1.0, 500_000.0, True)
-    add("recover-10k seconds (target < 5)", value("recover-10k"), 1.0, 5.0, False)
+    add(
+        "scan records/s (target >= 500k)",
+        value("scan"),
+        1.0,
+        500_000.0,
+        True,
+        needs=("scan",),
+    )
+    add(
+        "recover-10k seconds (target < 5)",
+        value("recover-10k"),
+        1.0,
+        5.0,
+        False,
+        needs=("recover-10k",),
+    )
     return out
 
 
@@ -433,15 +678,32 @@ def table(cases: dict[str, dict[str, Any]], ratio_rows: dict[str, dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts, under a minute")
+    parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "bench.json"
     )
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory (default: tmp)")
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("ORCHESTRATOR_BENCH_PG") or PG_DEFAULT,
+        metavar="URL",
+        help=f"PostgreSQL server of the PG cases (default: $ORCHESTRATOR_BENCH_PG or {PG_DEFAULT})",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help=f"run only these cases: {', '.join(CASES)}",
+    )
     args = parser.parse_args()
     params = QUICK if args.quick else FULL
+    only = frozenset(CASES)
+    if args.only is not None:
+        only = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+        if unknown := sorted(only - set(CASES)):
+            parser.error(f"--only: unknown case(s) {', '.join(unknown)}; cases: {', '.join(CASES)}")
     with tempfile.TemporaryDirectory(prefix="orch-bench-", dir=args.dir) as scratch:
-        cases, dbos = anyio.run(suite, params, Path(scratch))
+        cases, facts = anyio.run(suite, params, Path(scratch), args.pg, only)
     ratio_rows = ratios(cases)
     report = {
         "schema": 1,
@@ -451,9 +713,10 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "backend": "asyncio",
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "dbos": dbos,
+            **facts,
         },
         "params": params,
+        "only": sorted(only, key=CASES.index) if args.only is not None else None,
         "cases": cases,
         "ratios": ratio_rows,
     }
