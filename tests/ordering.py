@@ -53,7 +53,17 @@ from orchestrator._fs import DIR_MODE, FILE_MODE
 from orchestrator._journal.framing import FRAME_HEAD, HEADER_SIZE, MAGIC
 from orchestrator._journal.records import Record
 
-__all__ = ("COMPLETIONS", "EFFECT_APPLIED", "EFFECT_PLANNED", "OrderingChecker")
+__all__ = (
+    "COMPLETIONS",
+    "EFFECT_APPLIED",
+    "EFFECT_PLANNED",
+    "ENV_LOG",
+    "OrderingChecker",
+    "install_from_env",
+)
+
+#: Where a child process's checker appends its violations, one a line (``ordering_site``).
+ENV_LOG = "ORDERING_CHECK_LOG"
 
 #: How the record types read in the journal's msgpack encoding (a fixstr: 0xa0 + length).
 EFFECT_PLANNED = b"\xaeeffect_planned"
@@ -379,3 +389,31 @@ def _record_name(data: bytes, tag: bytes, field: bytes, *, last: bool = False) -
     else:
         return "?"
     return repr(data[start : start + size].decode(errors="replace"))
+
+
+class _AppendedToFile(list[str]):
+    """Violations that are also appended to a file as they come: one ``O_APPEND`` write a
+    line, so each survives a SIGKILL that follows."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def append(self, violation: str) -> None:
+        super().append(violation)
+        line = f"[pid {os.getpid()}] " + violation.replace("\n", " ")
+        os.write(self._fd, line.encode(errors="replace") + b"\n")
+
+
+def install_from_env() -> OrderingChecker | None:
+    """In a child process: check every file operation from now on, logging violations to
+    the file named by ``ORDERING_CHECK_LOG`` (nothing is done without it)."""
+    path = os.environ.get(ENV_LOG)
+    if not path:
+        return None
+    from orchestrator._fs import file_ops, layer_file_ops
+
+    checker = OrderingChecker(file_ops())
+    checker.violations = _AppendedToFile(path)
+    layer_file_ops(checker.around)
+    return checker

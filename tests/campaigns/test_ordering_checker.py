@@ -8,6 +8,8 @@ each step taken out of order is recorded, naming the operation and what was not 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from orchestrator import (
 from orchestrator._fs import atomic_write, file_ops, layer_file_ops
 from orchestrator._journal.framing import encode_frame, make_header
 
-from ..ordering import OrderingChecker
+from ..ordering import ENV_LOG, OrderingChecker
 from .faults import FaultyOps
 
 SALT = b"\x00" * 8
@@ -302,3 +304,42 @@ def test_the_fixture_checks_every_test(ordering_checker: OrderingChecker, tmp_pa
     assert ordering_checker.violations
     assert all("effect_planned record is not durable" in v for v in ordering_checker.violations)
     ordering_checker.violations.clear()
+
+
+MISORDERING_CHILD = """
+import os, sys
+from pathlib import Path
+from orchestrator import EffectPlanned
+from orchestrator._fs import atomic_write, file_ops
+from orchestrator._journal.framing import encode_frame
+where = Path(sys.argv[1])
+fd = file_ops().open(where / "a.jrnl", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+plan = EffectPlanned(run_id="r", seq=1, at=0.0, step="s", name="x")
+file_ops().write(fd, encode_frame(plan, bytes(8)))
+atomic_write(where / "store.json", b"{}")
+"""
+
+
+def test_child_processes_run_under_the_checker_too(
+    ordering_checker: OrderingChecker, tmp_path: Path
+) -> None:
+    """A Python process a test starts (from anywhere) logs what its own checker sees, and
+    the fixture reads the log: the crash sweeps and the CLI tests are covered too."""
+    log = Path(os.environ[ENV_LOG])
+    done = subprocess.run(
+        [sys.executable, "-c", MISORDERING_CHILD, str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith("[pid ") for line in lines)
+    assert [line.split("] ", 1)[1].split(" ")[0] for line in lines] == [
+        "create",
+        "write",
+        "replace",
+    ]
+    assert all("effect_planned record is not durable" in line for line in lines)
+    log.write_text("")  # seen: the child broke the rule on purpose
