@@ -211,8 +211,19 @@ async def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def _wait_finished(journal: PostgresJournal, run_id: str) -> None:
+    """Return once the run finished; a request a worker dropped (or that vanished) is an
+    error saying why."""
     delay = 0.01
-    while not await journal.finished(run_id):
+    while True:
+        state, reason = await journal.request_state(run_id)
+        if state == "finished":
+            return
+        if state == "dropped":
+            raise UsageError(f"run {run_id} was not started: {reason}")
+        if state == "unknown":
+            raise UsageError(
+                f"run {run_id} is neither queued nor in the journal: its request was removed"
+            )
         await anyio.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 

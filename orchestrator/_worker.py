@@ -6,6 +6,11 @@ resumes from the journal; then with queued requests (``claim_requests``), which 
 their run id, so a request served twice (its claim expired while the run was still going) is
 still one run. When a round finds nothing, it waits ``poll`` seconds, or less once a slot
 frees.
+
+A key whose runs this worker cannot resume (refused: another definition, a workflow it does
+not know; or a run that fails to load) is parked: reported once, and not claimed again by
+this worker, which would otherwise take it back every round. Another worker (an upgraded
+one, say) still may. Only a failing journal stops the worker.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .errors import JournalUnavailable, KeyBusy, LeaseLost, OrchestratorError
 
 __all__ = ("WorkerEvent", "recover_expired", "serve")
 
-#: ``(event, fields)``: "resumed", "served", "refused", "lost", "dropped".
+#: ``(event, fields)``: "resumed", "served", "refused", "lost", "dropped", "parked".
 WorkerEvent = Callable[[str, dict[str, Any]], None]
 
 
@@ -43,16 +48,27 @@ async def serve(
     busy = 0
     freed = anyio.Event()
     failure: list[JournalUnavailable] = []
+    parked: set[str] = set()
 
     async def resume_key(key: str) -> None:
         try:
             report = await engine.recover_key(key, requested_by=f"worker {journal.owner}")
-            for result in report.resumed:
-                emit("resumed", _fields(result))
-            for reason in report.refused:
-                emit("refused", {"key": key, "reason": reason})
         except (LeaseLost, KeyBusy) as exc:
             emit("lost", {"key": key, "reason": str(exc)})
+            return
+        except JournalUnavailable:
+            raise
+        except Exception as exc:  # a run that cannot even be read: keep serving the rest
+            parked.add(key)
+            emit("parked", {"key": key, "reason": f"{type(exc).__name__}: {exc}"})
+            return
+        for result in report.resumed:
+            emit("resumed", _fields(result))
+        for reason in report.refused:
+            emit("refused", {"key": key, "reason": reason})
+        if report.refused:
+            parked.add(key)
+            emit("parked", {"key": key, "reason": "its runs cannot be resumed here"})
 
     async def serve_request(request: Request) -> None:
         try:
@@ -69,11 +85,12 @@ async def serve(
         except JournalUnavailable:
             raise
         except OrchestratorError as exc:
-            # A request that can never run (unknown workflow, a taken run id): dropped, and
-            # said why; the submitter sees the request gone without a run.
+            # A request that can never run (unknown workflow, a taken run id, a key whose
+            # older run cannot be resumed): kept with why, and its submitter is told.
             emit("dropped", {"run_id": request.run_id, "reason": str(exc)})
-        else:
-            emit("served", _fields(result))
+            await journal.drop_request(request.run_id, str(exc))
+            return
+        emit("served", _fields(result))
         await journal.done_request(request.run_id)
 
     async def slot(work: Callable[[], Awaitable[None]]) -> None:
@@ -90,7 +107,7 @@ async def serve(
     async with anyio.create_task_group() as tg:
         while not stop.is_set():
             free = concurrency - busy
-            keys = await journal.claim_expired(free) if free else []
+            keys = await journal.claim_expired(free, parked) if free else []
             requests: list[Request] = []
             if free - len(keys) > 0:
                 requests = await journal.claim_requests(free - len(keys), journal.lease * 3)
@@ -120,6 +137,7 @@ async def recover_expired(
     key's lease expired), claiming them as a worker does; runs of live hosts are theirs."""
     resumed: list[RunResult] = []
     refused: list[str] = []
+    tried: set[str] = set()  # each key once: a refused run stays unfinished
 
     async def one(key: str) -> None:
         try:
@@ -130,7 +148,8 @@ async def recover_expired(
         resumed.extend(report.resumed)
         refused.extend(report.refused)
 
-    while keys := await journal.claim_expired(concurrency):
+    while keys := await journal.claim_expired(concurrency, tried):
+        tried.update(keys)
         async with anyio.create_task_group() as tg:
             for key in keys:
                 tg.start_soon(one, key)

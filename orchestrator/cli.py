@@ -360,6 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrchestratorError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BaseExceptionGroup as group:
+        # Task groups wrap what their tasks raised (a worker's failing journal, say): one
+        # error of ours inside is reported as itself, on one line.
+        leaves = _leaves(group)
+        if len(leaves) != 1 or not isinstance(leaves[0], OrchestratorError):
+            raise
+        print(f"orchestrator: error: {leaves[0]}", file=sys.stderr)
+        return leaves[0].exit_code
     except KeyboardInterrupt:
         print("orchestrator: interrupted; run 'orchestrator recover' to finish", file=sys.stderr)
         return 130
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found

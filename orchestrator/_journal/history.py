@@ -134,6 +134,12 @@ class RunIndex:
         if history.records:
             self._by_key.setdefault(history.started.key, set()).add(history.run_id)
 
+    def discard(self, run_id: str) -> None:
+        """Forget ``run_id`` (a run this instance began under an id that was not its own)."""
+        history = self._runs.pop(run_id, None)
+        if history is not None and history.records:
+            self._by_key.get(history.started.key, set()).discard(run_id)
+
     def get(self, run_id: str) -> RunHistory | None:
         return self._runs.get(run_id)
 

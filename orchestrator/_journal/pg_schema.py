@@ -51,6 +51,10 @@ MIGRATIONS: tuple[str, ...] = (
         claimed_until timestamptz
     );
     """,
+    # 2: a request that can never run is kept with why, so its submitter learns it.
+    """
+    ALTER TABLE {s}.requests ADD COLUMN dropped text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,7 +19,10 @@ Fencing. Every write locks the lease rows of its records' keys ``FOR SHARE`` and
 the records whose key is still held, with the same token, unexpired (server time), all in one
 statement. A takeover updates the lease row, so it waits for a write in flight to commit and
 then reads what it wrote; a write that comes after the takeover finds another token and
-inserts nothing: the host that lost the lease gets ``LeaseLost`` and never writes again.
+inserts nothing: the host that lost the lease gets ``LeaseLost`` and never writes again
+(once one record of a key is refused, or its heartbeat fails, the key's later records are
+not even sent). A record whose run id is another key's run is refused the same way, and its
+run is told (``UsageError``).
 
 Durability (group commit, as in the file journal). An append adds its record to a pending
 batch; a durable append writes the batch in one statement and returns once it committed (as
@@ -146,6 +149,8 @@ class PostgresJournal:
         self._written = 0
         self._writing: anyio.Event | None = None
         self._rejected: set[tuple[str, int]] = set()
+        #: Runs whose id another host's run on another key had taken first.
+        self._taken: set[str] = set()
         self._failure: JournalUnavailable | None = None
         self._closed = False
 
@@ -305,7 +310,7 @@ class PostgresJournal:
     @asynccontextmanager
     async def lock_key(self, key: str) -> AsyncIterator[None]:
         async with self._local.hold(key):
-            token = self._claimed.pop(key, None)
+            token = await self._adopt_claim(key)
             if token is None:
                 token = await self._acquire(key)
             self._held[key] = token
@@ -329,10 +334,34 @@ class PostgresJournal:
                 with anyio.CancelScope(shield=True):
                     await self._release(key, token)
 
+    async def _adopt_claim(self, key: str) -> int | None:
+        """The token ``claim_expired`` took for ``key``, renewed now; None if there is none,
+        or if it ran out (nobody renewed it while it waited) and may be another's."""
+        token = self._claimed.pop(key, None)
+        if token is None or await self._renew(key, token):
+            return token
+        return None
+
+    async def _renew(self, key: str, token: int) -> bool:
+        row = await self._call(
+            _fetch_one,
+            f"UPDATE {self._s}.leases "
+            "SET expires_at = now() + make_interval(secs => %(ttl)s) "
+            "WHERE key = %(key)s AND token = %(token)s AND expires_at > now() "
+            "RETURNING token",
+            {"key": key, "token": token, "ttl": self.lease},
+        )
+        return row is not None
+
     async def _acquire(self, key: str) -> int:
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
+            # Our own worker may have claimed the key while we waited (its lease expired):
+            # the claim is then ours to use, or we would wait for ourselves.
+            claimed = await self._adopt_claim(key)
+            if claimed is not None:
+                return claimed
             row = await self._call(
                 _fetch_one,
                 f"INSERT INTO {self._s}.leases AS l (key, owner, token, expires_at) "
@@ -358,23 +387,18 @@ class PostgresJournal:
             delay = min(delay * 2, self.lease / 10, 0.5)
 
     async def _heartbeat(self, key: str, token: int) -> None:
-        while True:
+        while key not in self._lost:
             await anyio.sleep(self.lease / 3)
+            if key in self._lost:
+                return  # a write was fenced off: a renewal now would revive a dead token
             try:
-                row = await self._call(
-                    _fetch_one,
-                    f"UPDATE {self._s}.leases "
-                    "SET expires_at = now() + make_interval(secs => %(ttl)s) "
-                    "WHERE key = %(key)s AND token = %(token)s AND expires_at > now() "
-                    "RETURNING token",
-                    {"key": key, "token": token, "ttl": self.lease},
-                )
+                renewed = await self._renew(key, token)
             except JournalUnavailable as exc:
                 # Cannot renew: treat the lease as gone (writes are fenced by the database
                 # anyway; this only makes the next append fail fast).
                 self._lost[key] = f"its lease could not be renewed ({exc.reason})"
                 return
-            if row is None:
+            if not renewed:
                 self._lost[key] = "its lease expired before this host renewed it"
                 return
 
@@ -387,29 +411,34 @@ class PostgresJournal:
                 await self.sync()
         if self._failure is not None:
             return  # the connection is in doubt: the lease expires by itself
-        await self._call(
-            _execute,
-            f"DELETE FROM {self._s}.leases WHERE key = %(key)s AND token = %(token)s",
-            {"key": key, "token": token},
-        )
+        # A release that fails is no error: the run's end is written, and the lease runs out
+        # by itself (the key waits that long at most).
+        with contextlib.suppress(JournalUnavailable):
+            await self._call(
+                _execute,
+                f"DELETE FROM {self._s}.leases WHERE key = %(key)s AND token = %(token)s",
+                {"key": key, "token": token},
+            )
 
-    async def claim_expired(self, limit: int) -> list[str]:
+    async def claim_expired(self, limit: int, skip: Iterable[str] = ()) -> list[str]:
         """Take the keys of up to ``limit`` unfinished runs whose lease expired (or never
-        existed), oldest first. Concurrent claimers skip each other's rows. The caller then
-        resumes each key's runs under ``lock_key`` (which adopts the claimed lease)."""
+        existed), oldest first, leaving out the keys in ``skip``. Concurrent claimers skip
+        each other's rows. The caller then resumes each key's runs under ``lock_key``
+        (which adopts the claimed lease)."""
         rows = await self._call(
             _fetch,
             f"WITH candidates AS (SELECT u.key FROM {self._s}.runs u WHERE NOT u.finished "
+            "AND NOT u.key = ANY(%(skip)s) "
             f"AND NOT EXISTS (SELECT 1 FROM {self._s}.leases l "
             "WHERE l.key = u.key AND l.expires_at > now()) "
             "ORDER BY u.started_at LIMIT %(n)s FOR UPDATE OF u SKIP LOCKED) "
             f"INSERT INTO {self._s}.leases AS l (key, owner, token, expires_at) "
-            f"SELECT DISTINCT key, %(owner)s, nextval('{self._s}.fencing_tokens'), "
-            "now() + make_interval(secs => %(ttl)s) FROM candidates "
+            f"SELECT key, %(owner)s, nextval('{self._s}.fencing_tokens'), "
+            "now() + make_interval(secs => %(ttl)s) FROM (SELECT DISTINCT key FROM candidates) c "
             "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
             "token = excluded.token, expires_at = excluded.expires_at "
             "WHERE l.expires_at <= now() RETURNING key, token",
-            {"n": limit, "owner": self.owner, "ttl": self.lease},
+            {"n": limit, "owner": self.owner, "ttl": self.lease, "skip": list(skip)},
         )
         keys = []
         for key, token in rows:
@@ -449,7 +478,11 @@ class PostgresJournal:
             f"UPDATE {self._s}.requests SET claimed_by = %(owner)s, "
             "claimed_until = now() + make_interval(secs => %(hold)s) "
             f"WHERE run_id IN (SELECT run_id FROM {self._s}.requests "
-            "WHERE claimed_until IS NULL OR claimed_until < now() "
+            "WHERE (claimed_until IS NULL OR claimed_until < now()) AND dropped IS NULL "
+            # A key held now is busy (maybe with this very request, served for longer than
+            # its claim): taking its request would only tie a slot up waiting.
+            f"AND NOT EXISTS (SELECT 1 FROM {self._s}.leases l "
+            "WHERE l.key = requests.key AND l.expires_at > now()) "
             "ORDER BY created_at LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
             "RETURNING run_id, workflow, key, input, requested_by",
             {"owner": self.owner, "hold": hold, "n": limit},
@@ -464,13 +497,31 @@ class PostgresJournal:
             _execute, f"DELETE FROM {self._s}.requests WHERE run_id = %(run)s", {"run": run_id}
         )
 
-    async def finished(self, run_id: str) -> bool:
+    async def drop_request(self, run_id: str, reason: str) -> None:
+        """Keep the request, never to be served, with why (its submitter is told)."""
+        await self._call(
+            _execute,
+            f"UPDATE {self._s}.requests SET dropped = %(why)s WHERE run_id = %(run)s",
+            {"run": run_id, "why": reason},
+        )
+
+    async def request_state(self, run_id: str) -> tuple[str, str | None]:
+        """Where a submitted run is: ``("finished", None)``, ``("running", None)``,
+        ``("queued", None)``, ``("dropped", reason)`` or ``("unknown", None)``."""
         row = await self._call(
             _fetch_one,
-            f"SELECT finished FROM {self._s}.runs WHERE run_id = %(run)s",
+            f"SELECT (SELECT finished FROM {self._s}.runs WHERE run_id = %(run)s), "
+            f"EXISTS (SELECT 1 FROM {self._s}.requests WHERE run_id = %(run)s), "
+            f"(SELECT dropped FROM {self._s}.requests WHERE run_id = %(run)s)",
             {"run": run_id},
         )
-        return bool(row and row[0])
+        assert row is not None
+        finished, queued, dropped = row
+        if finished is not None:
+            return ("finished" if finished else "running"), None
+        if dropped is not None:
+            return "dropped", str(dropped)
+        return ("queued" if queued else "unknown"), None
 
     # -- appending -----------------------------------------------------------------------
 
@@ -482,6 +533,8 @@ class PostgresJournal:
         key = self._run_keys.get(record.run_id)
         if key is None:
             raise UsageError(f"run {record.run_id}: a record appended before its run_started")
+        if record.run_id in self._taken:
+            raise _taken_error(record.run_id, key)
         token = self._held.get(key)
         if token is None or key in self._lost:
             reason = self._lost.get(key, "this host does not hold the key")
@@ -503,13 +556,17 @@ class PostgresJournal:
         self._index.add(record)
         self._queued += 1
         if durable:
-            await self._commit(self._queued, record.run_id, record.seq)
+            # Shielded, as in the file journal: a cancelled caller must still learn whether
+            # its record is durable, and a batch it leads must not be dropped half way.
+            with anyio.CancelScope(shield=True):
+                await self._commit(self._queued, record.run_id, record.seq)
 
     def flush(self) -> None:
         return None  # see the module docstring: nothing can be written without awaiting
 
     async def sync(self) -> None:
-        await self._commit(self._queued, None, -1)
+        with anyio.CancelScope(shield=True):
+            await self._commit(self._queued, None, -1)
 
     async def _commit(self, target: int, run_id: str | None, seq: int) -> None:
         while self._written < target:
@@ -518,26 +575,52 @@ class PostgresJournal:
             if self._writing is not None:
                 await self._writing.wait()
                 continue
-            batch = self._inflight = self._pending
-            self._pending = []
+            batch, fenced = self._fence(self._pending)
+            self._inflight, self._pending = batch, []
             self._writing = done = anyio.Event()
             try:
-                rejected = await self._call(_write_batch, self._s, self.owner, batch)
+                rejected = (
+                    await self._call(_write_batch, self._s, self.owner, batch) if batch else []
+                )
             except JournalUnavailable as exc:
                 self._failure = exc
+                raise
+            except BaseException as exc:
+                # Whether the batch committed is unknown: nothing more is written here.
+                self._failure = JournalUnavailable(
+                    f"{redact_url(self.url)} (schema {self.schema})",
+                    f"a write ended without an answer ({type(exc).__name__})",
+                    hint="interrupted runs are resumed by whichever host takes their keys",
+                )
                 raise
             finally:
                 self._inflight = []
                 self._writing = None
                 done.set()
             self.syncs += 1
-            self._written += len(batch)
-            for lost_run, lost_seq, lost_key in rejected:
+            self._written += len(batch) + len(fenced)
+            for lost_run, lost_seq, lost_key, held in [*rejected, *fenced]:
+                if held:  # the key was ours, the run id another's
+                    self._taken.add(lost_run)
+                    self._index.discard(lost_run)
+                    continue
                 self._lost.setdefault(lost_key, "another host took the key over")
                 self._rejected.add((lost_run, lost_seq))
+        if run_id is not None and run_id in self._taken:
+            raise _taken_error(run_id, self._run_keys[run_id])
         if run_id is not None and (run_id, seq) in self._rejected:
             key = self._run_keys[run_id]
             raise LeaseLost(run_id, key, self._lost.get(key, "another host took the key over"))
+
+    def _fence(self, rows: list[_Row]) -> tuple[list[_Row], list[tuple[str, int, str, bool]]]:
+        """Split off the rows of keys whose lease is known gone: once one record of a
+        token was refused, none after it may land (a late renewal could let them in, after a
+        gap)."""
+        if not self._lost:
+            return rows, []
+        kept = [r for r in rows if r.key not in self._lost]
+        fenced = [(r.run_id, r.seq, r.key, False) for r in rows if r.key in self._lost]
+        return kept, fenced
 
     # -- the database, in worker threads --------------------------------------------------
 
@@ -581,8 +664,10 @@ def _execute(conn: Any, sql: str, params: dict[str, Any]) -> None:
 
 def _write_batch(
     conn: Any, s: str, owner: str, batch: Sequence[_Row]
-) -> list[tuple[str, int, str]]:
-    """Insert the batch's records whose key is still held; return the rejected ones."""
+) -> list[tuple[str, int, str, bool]]:
+    """Insert the batch's records whose key is still held and whose run is the key's;
+    return the rejected ones, each with whether its key was held (then its run id is
+    another key's run)."""
     params = {
         "run": [r.run_id for r in batch],
         "seq": [r.seq for r in batch],
@@ -595,7 +680,7 @@ def _write_batch(
         "owner": owner,
     }
     rows = conn.execute(_WRITE.format(s=s), params).fetchall()
-    return [(run, int(seq), key) for run, seq, key in rows]
+    return [(run, int(seq), key, bool(held)) for run, seq, key, held in rows]
 
 
 # All in one statement (one round trip, one commit). Data-modifying CTEs share one snapshot,
@@ -613,20 +698,35 @@ WITH batch AS (
 ), valid AS (
     SELECT b.* FROM batch b JOIN held h ON h.key = b.key AND h.token = b.token
 ), started AS (
+    -- A run id another host's run (on another key) took first is not ours to write.
     INSERT INTO {s}.runs (run_id, key, workflow, started_at, finished)
     SELECT v.run_id, v.key, v.workflow, v.at,
         EXISTS (SELECT 1 FROM valid f WHERE f.run_id = v.run_id AND f.finish)
     FROM valid v WHERE v.workflow IS NOT NULL
+    ON CONFLICT (run_id) DO NOTHING RETURNING run_id
+), owned AS (
+    SELECT v.* FROM valid v
+    WHERE v.run_id IN (SELECT run_id FROM started)
+        OR EXISTS (SELECT 1 FROM {s}.runs r WHERE r.run_id = v.run_id AND r.key = v.key)
 ), ended AS (
-    UPDATE {s}.runs u SET finished = true FROM valid v
+    UPDATE {s}.runs u SET finished = true FROM owned v
     WHERE u.run_id = v.run_id AND v.finish
 ), inserted AS (
     INSERT INTO {s}.records (run_id, seq, body)
-    SELECT run_id, seq, body FROM valid ORDER BY run_id, seq
+    SELECT run_id, seq, body FROM owned ORDER BY run_id, seq
 )
-SELECT b.run_id, b.seq, b.key FROM batch b
-WHERE NOT EXISTS (SELECT 1 FROM valid v WHERE v.run_id = b.run_id AND v.seq = b.seq)
+SELECT b.run_id, b.seq, b.key,
+    EXISTS (SELECT 1 FROM valid v WHERE v.run_id = b.run_id AND v.seq = b.seq)
+FROM batch b
+WHERE NOT EXISTS (SELECT 1 FROM owned o WHERE o.run_id = b.run_id AND o.seq = b.seq)
 """
+
+
+def _taken_error(run_id: str, key: str) -> UsageError:
+    return UsageError(
+        f"run id {run_id} (key {key!r}) is taken by another host's run on another key; "
+        "nothing of this run was written: choose another run id"
+    )
 
 
 def _prepare(url: str, s: str, where: str, create: bool) -> None:
@@ -655,7 +755,8 @@ def _prepare(url: str, s: str, where: str, create: bool) -> None:
                     "the schema does not exist",
                     hint="run a command that writes (e.g. 'orchestrator worker') once",
                 )
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            if found is None:  # CREATE SCHEMA IF NOT EXISTS would need CREATE on the database
+                conn.execute(f"CREATE SCHEMA {s}")
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)"
             )

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator._journal.framing import _HEADER, _HEADER_CRC, FORMAT_VERSION, MAGIC
 from orchestrator.cli import main, parse_injections
-from orchestrator.errors import UsageError
+from orchestrator.errors import JournalUnavailable, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,3 +180,26 @@ def test_demo_refuses_a_directory_it_did_not_create(
     code, _, err = _run(capsys, "demo", "--state-dir", str(tmp_path))
     assert code == 2 and "not a demo directory" in err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_an_error_of_ours_wrapped_in_task_groups_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's failing journal reaches main() inside two task groups' exception groups:
+    still one line and the error's own exit code, no traceback."""
+    failed = JournalUnavailable("postgresql://db:5432/test", "server closed the connection")
+
+    async def failing(args: object) -> int:
+        raise ExceptionGroup("worker", [ExceptionGroup("serve", [failed])])
+
+    monkeypatch.setattr("orchestrator.cli._cmd_workflows", failing)
+    code, _out, err = _run(capsys, "workflows")
+    assert code == failed.exit_code == 2
+    assert err.strip().splitlines() == [f"orchestrator: error: {failed}"]
+
+    async def two(args: object) -> int:
+        raise ExceptionGroup("two", [failed, ValueError("a bug")])
+
+    monkeypatch.setattr("orchestrator.cli._cmd_workflows", two)
+    with pytest.raises(ExceptionGroup):
+        main(["workflows"])

@@ -11,10 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import orjson
 import psycopg
 import pytest
 
+from orchestrator import RunStarted
+from orchestrator._journal.postgres import PostgresJournal
 from tests.campaigns.crash_state import ROOT
 from tests.pg import fresh_schema, pg_url
 from workflows.sessions.demo import seed_state
@@ -148,3 +151,59 @@ def test_recover_resumes_a_dead_hosts_run_once_its_lease_expired(
     assert resumed["status"] == "succeeded" and resumed["key"] == "agent:main:main"
     again = cli("recover", "--json", "--state-dir", str(state), "--journal", url, schema=schema)
     assert orjson.loads(again.stdout)["resumed"] == []
+
+
+def plant_unresumable_run(url: str, schema: str, key: str) -> None:
+    """A dead host's run of ``session_reset`` under another definition (fingerprint): no
+    worker of this release may resume it. Its key is left without a lease."""
+
+    async def plant() -> None:
+        journal = await PostgresJournal.open(url, schema=schema)
+        try:
+            async with journal.lock_key(key):
+                await journal.append(
+                    RunStarted(
+                        run_id="old",
+                        seq=0,
+                        at=1.0,
+                        workflow="session_reset",
+                        fingerprint="0" * 64,
+                        key=key,
+                    ),
+                    durable=True,
+                )
+        finally:
+            await journal.aclose()
+
+    anyio.run(plant)
+
+
+def test_a_run_no_worker_can_resume_is_parked_and_its_keys_request_dropped(
+    shared: tuple[str, str], tmp_path: Path
+) -> None:
+    """The worker reports the refused run once and does not claim it again (an idle worker
+    exits); a request on its key is dropped, and its submitter told why (exit 2)."""
+    url, schema = shared
+    state = tmp_path / "state"
+    seed_state(state)
+    key = "agent:main:main"
+    plant_unresumable_run(url, schema, key)
+    run_input = orjson.dumps({"key": key, "canonical": key, "agent": "main"}).decode()
+    submit = ("submit", "session_reset", key, "--input", run_input, "--run-id", "req-2")
+    assert cli(*submit, "--no-wait", "--journal", url, schema=schema).returncode == 0
+    served = cli(
+        *("worker", "--exit-when-idle", "--json", "--state-dir", str(state), "--journal", url),
+        schema=schema,
+    )
+    assert served.returncode == 0, served.stderr
+    events = [orjson.loads(line) for line in served.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert sorted(kinds) == ["dropped", "parked", "refused", "started", "stopped"], kinds
+    dropped = next(e for e in events if e["event"] == "dropped")
+    assert dropped["run_id"] == "req-2" and "old" in dropped["reason"]
+    told = one_line_error(cli(*submit, "--journal", url, schema=schema))
+    assert "run req-2 was not started" in told and "old" in told
+    # recover on the shared journal tries the key once, reports it, and returns.
+    recovered = cli("recover", "--json", "--state-dir", str(state), "--journal", url, schema=schema)
+    report = orjson.loads(recovered.stdout)
+    assert report["resumed"] == [] and len(report["refused"]) == 1, recovered.stderr

@@ -280,6 +280,32 @@ async def test_migrations_run_once(anyio_backend: str) -> None:
         ]
 
 
+async def test_a_schema_of_the_first_release_is_migrated_keeping_its_runs(
+    anyio_backend: str,
+) -> None:
+    """A schema at version 1 (as the first release left it, with a run in it) is brought
+    to the current version; its records stay."""
+    from orchestrator._journal.pg_schema import SCHEMA_VERSION, migration_sql
+
+    with fresh_schema("pgj") as (url, schema):
+        sql(url, f"CREATE SCHEMA {schema}")
+        sql(url, migration_sql(f'"{schema}"', 0))
+        sql(url, f"CREATE TABLE {schema}.schema_version (version integer NOT NULL)")
+        sql(url, f"INSERT INTO {schema}.schema_version VALUES (1)")
+        sql(url, f"INSERT INTO {schema}.records (run_id, seq, body) VALUES ('old', 0, 'x')")
+        async with opened(url, schema):
+            pass
+        assert sql(url, f"SELECT version FROM {schema}.schema_version") == [(SCHEMA_VERSION,)]
+        assert sql(url, f"SELECT run_id FROM {schema}.records") == [("old",)]
+        columns = sql(
+            url,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'requests'",
+            (schema,),
+        )
+        assert ("dropped",) in columns
+
+
 async def test_a_newer_schema_is_refused_untouched(anyio_backend: str) -> None:
     from orchestrator._journal.pg_schema import SCHEMA_VERSION
 
@@ -391,3 +417,95 @@ def _why_untestable(role_url: str) -> str:
     except psycopg.Error as exc:
         return f"a new role cannot connect to the test server: {exc}"
     return "a new role may create schemas in the test database (PUBLIC has CREATE on it)"
+
+
+async def test_a_user_who_owns_the_schema_needs_no_create_on_the_database(
+    anyio_backend: str,
+) -> None:
+    """A least-privilege user given a schema of its own: the tool creates its tables there
+    (CREATE SCHEMA IF NOT EXISTS would ask for CREATE on the database first)."""
+    role = f"orch_owner_{secrets.token_hex(4)}"
+    with fresh_schema("pgj") as (url, schema):
+        parts = urlsplit(url)
+        role_url = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}").geturl()
+        sql(url, f"CREATE ROLE {role} LOGIN")
+        try:
+            reason = _why_untestable(role_url)
+            if reason:
+                pytest.skip(reason)
+            sql(url, f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
+            async with opened(role_url, schema) as journal, journal.lock_key("k"):
+                await journal.append(started("r", "k"), durable=True)
+            assert seqs_in_db(url, schema, "r") == [0]
+        finally:
+            sql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            sql(
+                url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            sql(url, f"DROP ROLE IF EXISTS {role}")
+
+
+# -- appends that go wrong ------------------------------------------------------------------
+
+
+async def test_a_cancelled_durable_append_still_commits_its_batch(anyio_backend: str) -> None:
+    """A step cancelled (timeout, Engine.cancel) while its record is written: the batch is
+    not dropped half way, and later appends still commit."""
+    with fresh_schema("pgj") as (url, schema):
+        async with opened(url, schema) as journal, journal.lock_key("k"):
+            await journal.append(started("r", "k"))
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await journal.append(step("r", 1), durable=True)
+            assert seqs_in_db(url, schema, "r") == [0, 1]
+            with anyio.fail_after(10):
+                await journal.append(step("r", 2), durable=True)
+            assert seqs_in_db(url, schema, "r") == [0, 1, 2]
+
+
+async def test_a_run_id_taken_on_another_key_is_refused_and_harms_nothing(
+    anyio_backend: str,
+) -> None:
+    """Host b starts a run under an id host a's run (on another key) has: b is told, writes
+    nothing of it, and goes on writing its other runs; a's run is untouched."""
+    with fresh_schema("pgj") as (url, schema):
+        async with opened(url, schema) as a, opened(url, schema) as b:
+            async with a.lock_key("k1"):
+                await a.append(started("r", "k1"), durable=True)
+            async with b.lock_key("k2"):
+                await b.append(started("r", "k2"))
+                with pytest.raises(UsageError, match=r"run id r .* is taken"):
+                    await b.append(step("r", 1), durable=True)
+                with pytest.raises(UsageError, match="is taken"):
+                    await b.append(step("r", 2))
+                assert b.unfinished("k2") == []
+                await b.append(started("s", "k2"), durable=True)
+            assert seqs_in_db(url, schema, "r") == [0]
+            assert seqs_in_db(url, schema, "s") == [0]
+            assert sql(url, f"SELECT key FROM {schema}.runs WHERE run_id = 'r'") == [("k1",)]
+
+
+async def test_a_key_with_two_unfinished_runs_is_claimed_once(anyio_backend: str) -> None:
+    with fresh_schema("pgj") as (url, schema):
+        async with opened(url, schema) as a, opened(url, schema) as b:
+            await write_open_run(a, "first", "k", at=1.0)
+            await write_open_run(a, "second", "k", at=2.0)
+            assert await b.claim_expired(10) == ["k"]
+            async with b.lock_key("k"):
+                assert [h.run_id for h in b.unfinished("k")] == ["first", "second"]
+
+
+async def test_a_request_waits_in_the_queue_while_its_key_is_held(anyio_backend: str) -> None:
+    """Served for longer than its claim, a request must not be taken again while its run
+    goes on (the taker would only wait on the key): a key held now keeps its requests."""
+    from orchestrator._journal.postgres import Request
+
+    with fresh_schema("pgj") as (url, schema):
+        async with opened(url, schema) as a, opened(url, schema) as b:
+            assert await a.submit(Request("q1", "w", "k", {"n": 1}, "test"))
+            async with a.lock_key("k"):
+                assert await b.claim_requests(10, 30.0) == []
+            (taken,) = await b.claim_requests(10, 30.0)
+            assert (taken.run_id, taken.key, taken.input) == ("q1", "k", {"n": 1})
