@@ -157,6 +157,10 @@ class LocalBindings:
 
     async def unbind(self, key: str, *, kind: str, reason: str, farewell_id: str) -> list[str]:
         check_safe_dirs(self.state_dir, self.dir)
+        if not os.path.lexists(self.path):
+            # No bindings at all: nothing to release, and no lock (nor its fsync) to take.
+            # A binding made after this look is newer than the reset, and not its to end.
+            return []
         ensure_dir(self.dir)
         # Other keys' resets may unbind at the same time, in other processes: the file's
         # read-modify-write is done under its own lock file, like the session store's.
