@@ -8,8 +8,8 @@ contract (append, history, lock_key, ...) is in ``test_journal_contract.py``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -377,8 +377,11 @@ async def test_a_bad_schema_name_is_a_usage_error(anyio_backend: str, schema: st
             pass
 
 
-async def test_a_user_who_cannot_create_gets_journal_unavailable(anyio_backend: str) -> None:
-    role = f"orch_nocreate_{secrets.token_hex(4)}"
+@contextmanager
+def role_without_create(prefix: str) -> Iterator[tuple[str, str, str]]:
+    """``(url, schema, role_url)``: a fresh schema name and a new login role that may not
+    create schemas (skipped where the server lets it); the role is dropped afterwards."""
+    role = f"{prefix}_{secrets.token_hex(4)}"
     with fresh_schema("pgj") as (url, schema):
         parts = urlsplit(url)
         role_url = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}").geturl()
@@ -387,20 +390,26 @@ async def test_a_user_who_cannot_create_gets_journal_unavailable(anyio_backend: 
             reason = _why_untestable(role_url)
             if reason:
                 pytest.skip(reason)
-            with pytest.raises(JournalUnavailable) as refused:
-                async with opened(role_url, schema):
-                    pass
-            message = str(refused.value)
-            assert "permission denied" in message
-            assert "nothing was created" in message
-            assert not schema_exists(url, schema)
+            yield url, schema, role_url
         finally:
+            sql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             sql(
                 url,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
                 (role,),
             )
             sql(url, f"DROP ROLE IF EXISTS {role}")
+
+
+async def test_a_user_who_cannot_create_gets_journal_unavailable(anyio_backend: str) -> None:
+    with role_without_create("orch_nocreate") as (url, schema, role_url):
+        with pytest.raises(JournalUnavailable) as refused:
+            async with opened(role_url, schema):
+                pass
+        message = str(refused.value)
+        assert "permission denied" in message
+        assert "nothing was created" in message
+        assert not schema_exists(url, schema)
 
 
 def _why_untestable(role_url: str) -> str:
@@ -424,27 +433,12 @@ async def test_a_user_who_owns_the_schema_needs_no_create_on_the_database(
 ) -> None:
     """A least-privilege user given a schema of its own: the tool creates its tables there
     (CREATE SCHEMA IF NOT EXISTS would ask for CREATE on the database first)."""
-    role = f"orch_owner_{secrets.token_hex(4)}"
-    with fresh_schema("pgj") as (url, schema):
-        parts = urlsplit(url)
-        role_url = parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}").geturl()
-        sql(url, f"CREATE ROLE {role} LOGIN")
-        try:
-            reason = _why_untestable(role_url)
-            if reason:
-                pytest.skip(reason)
-            sql(url, f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
-            async with opened(role_url, schema) as journal, journal.lock_key("k"):
-                await journal.append(started("r", "k"), durable=True)
-            assert seqs_in_db(url, schema, "r") == [0]
-        finally:
-            sql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            sql(
-                url,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            )
-            sql(url, f"DROP ROLE IF EXISTS {role}")
+    with role_without_create("orch_owner") as (url, schema, role_url):
+        role = urlsplit(role_url).username
+        sql(url, f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
+        async with opened(role_url, schema) as journal, journal.lock_key("k"):
+            await journal.append(started("r", "k"), durable=True)
+        assert seqs_in_db(url, schema, "r") == [0]
 
 
 # -- appends that go wrong ------------------------------------------------------------------
