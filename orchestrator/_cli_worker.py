@@ -39,8 +39,9 @@ def worker_commands() -> list[Command]:
             _configure_submit,
             _cmd_submit,
             description="Queue a run in the shared journal and (unless --no-wait) wait for "
-            "a worker to finish it; exit 0 if it succeeded, 1 if it failed. With --run-id, "
-            "submitting again is harmless: there is still one run.",
+            "a worker to finish it; exit 0 if it succeeded, 1 if it failed, 2 if no worker "
+            "could start it (the reason is printed). With --run-id, submitting again is "
+            "harmless: there is still one run.",
         ),
     ]
 
@@ -61,6 +62,9 @@ def _journal_options(p: argparse.ArgumentParser) -> None:
 
 def _configure_worker(p: argparse.ArgumentParser) -> None:
     _journal_options(p)
+    for action in p._actions:  # a worker prints events as they come, not one document
+        if "--json" in action.option_strings:
+            action.help = "print each event as one JSON object a line (JSON Lines)"
     p.add_argument(
         "--concurrency",
         type=_count,
