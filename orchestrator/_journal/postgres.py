@@ -325,10 +325,12 @@ class PostgresJournal:
                         finally:
                             heartbeat.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
-                    # The heartbeat never raises: the group only wraps what the body raised,
-                    # and the caller wants that error itself (LeaseLost, say).
-                    if len(group.exceptions) == 1:
-                        raise group.exceptions[0] from None
+                    # The group wraps what the body or the heartbeat (LeaseLost) raised; the
+                    # caller wants that error itself (the body's, when both found the lease
+                    # gone at once).
+                    errors = group.exceptions
+                    if len(errors) == 1 or all(isinstance(e, LeaseLost) for e in errors):
+                        raise errors[0] from None
                     raise
             finally:
                 with anyio.CancelScope(shield=True):
@@ -395,12 +397,17 @@ class PostgresJournal:
                 renewed = await self._renew(key, token)
             except JournalUnavailable as exc:
                 # Cannot renew: treat the lease as gone (writes are fenced by the database
-                # anyway; this only makes the next append fail fast).
-                self._lost[key] = f"its lease could not be renewed ({exc.reason})"
-                return
+                # anyway; stopping now keeps the run's effects from going on meanwhile).
+                renewed, why = False, f"its lease could not be renewed ({exc.reason})"
+            else:
+                why = "its lease expired before this host renewed it"
             if not renewed:
-                self._lost[key] = "its lease expired before this host renewed it"
-                return
+                # The run's key is another host's now, or soon: raising here cancels the
+                # body of lock_key (the run's step, its effects) at its next checkpoint, as
+                # a crash would stop it, and lock_key raises this error.
+                self._lost[key] = why
+                runs = [h.run_id for h in self._index.unfinished(key)]
+                raise LeaseLost(", ".join(runs) or "(none)", key, why)
 
     async def _release(self, key: str, token: int) -> None:
         self._held.pop(key, None)

@@ -170,18 +170,25 @@ async def test_leaving_lock_key_releases_the_lease(anyio_backend: str) -> None:
                 assert b.holds("k")
 
 
-async def test_the_heartbeat_renews_a_held_lease_and_notices_losing_it(
+async def test_the_heartbeat_renews_a_held_lease_and_stops_the_run_losing_it(
     anyio_backend: str,
 ) -> None:
+    """Renewed every third of the lease; once a renewal finds the lease gone, the body of
+    lock_key (a run's step, its effects) is cancelled and lock_key raises LeaseLost."""
     with fresh_schema("pgj") as (url, schema):
-        async with opened(url, schema, lease=0.3) as a, a.lock_key("k"):
-            query = f"SELECT expires_at FROM {schema}.leases WHERE key = %s"
-            (first,) = sql(url, query, ("k",))[0]
-            await eventually(lambda: sql(url, query, ("k",))[0][0] != first)  # every 0.1 s
-            await a.append(started("r", "k"), durable=True)
-            expire(url, schema, "k")
-            await eventually(lambda: not a.holds("k"))
-            with pytest.raises(LeaseLost, match="expired"):
+        async with opened(url, schema, lease=0.3) as a:
+            with pytest.raises(LeaseLost, match="expired") as lost:
+                async with a.lock_key("k"):
+                    query = f"SELECT expires_at FROM {schema}.leases WHERE key = %s"
+                    (first,) = sql(url, query, ("k",))[0]
+                    await eventually(lambda: sql(url, query, ("k",))[0][0] != first)
+                    await a.append(started("r", "k"), durable=True)
+                    expire(url, schema, "k")
+                    with anyio.fail_after(5):
+                        await anyio.sleep_forever()  # a step still running
+            assert (lost.value.run_id, lost.value.key) == ("r", "k")
+            assert not a.holds("k")
+            with pytest.raises(LeaseLost):
                 await a.append(step("r", 1))
             assert seqs_in_db(url, schema, "r") == [0]
 

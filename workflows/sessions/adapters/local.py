@@ -157,7 +157,7 @@ class LocalBindings:
 
     async def unbind(self, key: str, *, kind: str, reason: str, farewell_id: str) -> list[str]:
         check_safe_dirs(self.state_dir, self.dir)
-        if not os.path.lexists(self.path):
+        if not self._any():
             # No bindings at all: nothing to release, and no lock (nor its fsync) to take.
             # A binding made after this look is newer than the reset, and not its to end.
             return []
@@ -167,6 +167,9 @@ class LocalBindings:
         async with hold_store_lock(self.path):
             remove_stale_temps(self.path)
             return self._unbind(key, kind, reason, farewell_id)
+
+    def _any(self) -> bool:
+        return os.path.lexists(self.path)
 
     def _unbind(self, key: str, kind: str, reason: str, farewell_id: str) -> list[str]:
         bindings = self._load()
