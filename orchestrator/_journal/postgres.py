@@ -67,6 +67,8 @@ DEFAULT_SCHEMA = "orchestrator"
 DEFAULT_LEASE = 30.0
 
 _T = TypeVar("_T")
+#: ``LeaseLost.run_id`` when a key's lease was lost with no run of it under way here.
+_NO_RUN = "(none)"
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
 
@@ -329,8 +331,12 @@ class PostgresJournal:
                     # caller wants that error itself (the body's, when both found the lease
                     # gone at once).
                     errors = group.exceptions
-                    if len(errors) == 1 or all(isinstance(e, LeaseLost) for e in errors):
+                    if len(errors) == 1:
                         raise errors[0] from None
+                    lost = [e for e in errors if isinstance(e, LeaseLost)]
+                    if len(lost) == len(errors):
+                        # The body's names its run; the heartbeat's only the key's.
+                        raise sorted(lost, key=lambda e: e.run_id == _NO_RUN)[0] from None
                     raise
             finally:
                 with anyio.CancelScope(shield=True):
@@ -406,8 +412,10 @@ class PostgresJournal:
                 # body of lock_key (the run's step, its effects) at its next checkpoint, as
                 # a crash would stop it, and lock_key raises this error.
                 self._lost[key] = why
+                # The key's runs: unfinished, or finishing (their end not written yet).
                 runs = [h.run_id for h in self._index.unfinished(key)]
-                raise LeaseLost(", ".join(runs) or "(none)", key, why)
+                runs += [r.run_id for r in self._pending if r.key == key and r.run_id not in runs]
+                raise LeaseLost(", ".join(dict.fromkeys(runs)) or _NO_RUN, key, why)
 
     async def _release(self, key: str, token: int) -> None:
         self._held.pop(key, None)
